@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from omegaconf import DictConfig
+
+from pipeline.config import compose_config
+from tests.http_server import FileServer
+from tests.lfw_fixtures import attributes_text, make_archive, make_lfw_tree
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session")
+def lfw_source(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A small LFW-shaped tree, its .tgz and a matching attributes file (built once per session)."""
+    base = tmp_path_factory.mktemp("lfw_source")
+    keys = make_lfw_tree(base / "lfw-deepfunneled")
+    archive = make_archive(base, base / "lfw-deepfunneled.tgz")
+    attributes = base / "lfw_attributes.txt"
+    attributes.write_text(attributes_text(keys), encoding="utf-8")
+    return {
+        "dir": base / "lfw-deepfunneled",
+        "archive": archive,
+        "attributes": attributes,
+        "keys": keys,
+    }
+
+
+@pytest.fixture
+def http_server():
+    with FileServer() as server:
+        yield server
+
+
+@pytest.fixture
+def data_cfg(lfw_source: dict) -> DictConfig:
+    """conf/ composed for the small fixture data (no network, fast retries)."""
+    cfg = compose_config(
+        [
+            f"data.download.sources=[{lfw_source['archive']}]",
+            f"data.download.expected_images={len(lfw_source['keys'])}",
+            "data.download.content_sha256=null",
+            "data.download.backoff_s=0.01",
+            "data.download.retries=2",
+            "data.download.timeout_s=5",
+            f"data.attributes_file={lfw_source['attributes']}",
+            "data.expected_attributes=3",
+            f"data.expected_attribute_rows={len(lfw_source['keys'])}",
+            "data.prepare.split.train=0.6",
+            "data.prepare.split.val=0.2",
+            "data.prepare.split.test=0.2",
+            "data.prepare.grid=4",
+        ]
+    )
+    return cfg.data
+
+
+def tree_files(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}

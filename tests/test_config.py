@@ -1,0 +1,36 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import CONF_DIR, PARAMS_FILE, compose_config, params_drift, write_params
+
+
+def test_params_yaml_is_the_composed_conf() -> None:
+    drift = params_drift()
+    assert drift == {}, f"params.yaml drifted from conf/ (run `python -m pipeline.config`): {drift}"
+
+
+def test_drift_is_detected(tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    write_params(params, CONF_DIR, ["data.prepare.crop=70"])
+    assert params_drift(params) == {"data.prepare.crop": (70, 80)}
+
+
+def test_written_params_equal_dvc_composition(tmp_path: Path) -> None:
+    write_params(tmp_path / "p.yaml")
+    assert yaml.safe_load((tmp_path / "p.yaml").read_text()) == yaml.safe_load(
+        PARAMS_FILE.read_text()
+    )
+
+
+def test_overrides_reach_every_group() -> None:
+    cfg = compose_config(["model=seed", "data.prepare.size=32"])
+    assert cfg.model.name == "seed" and cfg.data.prepare.size == 32
+
+
+def test_unknown_group_option_is_rejected() -> None:
+    from hydra.errors import MissingConfigException
+
+    with pytest.raises(MissingConfigException):
+        compose_config(["model=does_not_exist"])

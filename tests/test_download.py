@@ -1,0 +1,261 @@
+from __future__ import annotations
+
+import gzip
+import io
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.download import (
+    HTTP_CHUNK,
+    DownloadError,
+    DownloadSettings,
+    content_digest,
+    download_images,
+    fetch_http,
+    kaggle_credentials_present,
+    safe_extract,
+    sha256_file,
+)
+from tests.http_server import Route
+
+FAST = DownloadSettings(timeout_s=5, retries=2, backoff_s=0.01)
+
+
+def with_sources(cfg: DictConfig, *sources: str, **download: object) -> DictConfig:
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg))
+    cfg.download.sources = list(sources)
+    for key, value in download.items():
+        cfg.download[key] = value
+    return cfg
+
+
+def expected_digest(lfw_source: dict) -> str:
+    root = lfw_source["dir"]
+    return content_digest(root, [p.relative_to(root).as_posix() for p in root.rglob("*.jpg")])
+
+
+@pytest.mark.parametrize("form", ["path", "file_url", "folder"])
+def test_local_sources_give_verified_images(
+    tmp_path: Path, data_cfg: DictConfig, lfw_source: dict, form: str
+) -> None:
+    source = {
+        "path": str(lfw_source["archive"]),
+        "file_url": lfw_source["archive"].as_uri(),
+        "folder": str(lfw_source["dir"]),
+    }[form]
+    digest = expected_digest(lfw_source)
+    summary = download_images(
+        with_sources(data_cfg, source, content_sha256=digest), tmp_path / "raw", tmp_path / "dl"
+    )
+    assert summary["images"] == len(lfw_source["keys"])
+    assert summary["content_sha256"] == digest
+    got = {
+        p.relative_to(tmp_path / "raw/lfw-deepfunneled")
+        for p in (tmp_path / "raw/lfw-deepfunneled").rglob("*.jpg")
+    }
+    assert got == {p.relative_to(lfw_source["dir"]) for p in lfw_source["dir"].rglob("*.jpg")}
+
+
+def test_http_download_and_no_second_download(
+    tmp_path: Path, data_cfg: DictConfig, lfw_source: dict, http_server
+) -> None:
+    http_server.routes["/lfw.tgz"] = route = Route(lfw_source["archive"].read_bytes())
+    cfg = with_sources(data_cfg, f"{http_server.url}/lfw.tgz")
+    summary = download_images(cfg, tmp_path / "raw", tmp_path / "dl")
+    assert summary["images"] == len(lfw_source["keys"])
+    assert len(route.requests) == 1
+    # images present and verified: nothing fetched again
+    download_images(cfg, tmp_path / "raw", tmp_path / "dl")
+    assert len(route.requests) == 1
+    # images gone (DVC deletes outputs before a stage runs) but the archive is kept: re-extract only
+    import shutil
+
+    shutil.rmtree(tmp_path / "raw")
+    assert download_images(cfg, tmp_path / "raw", tmp_path / "dl")["images"] == len(
+        lfw_source["keys"]
+    )
+    assert len(route.requests) == 1
+
+
+def test_dropped_connection_resumes_with_range(tmp_path: Path, http_server) -> None:
+    body = np.random.default_rng(0).bytes(1_000_000)
+    cut = 600_000
+    http_server.routes["/a.tgz"] = route = Route(body, drop_after=cut)
+    dest = fetch_http(f"{http_server.url}/a.tgz", tmp_path / "a.tgz", FAST)
+    assert dest.read_bytes() == body
+    assert len(route.requests) == 2
+    assert "Range" not in route.requests[0]
+    resumed_at = int(route.requests[1]["Range"].removeprefix("bytes=").rstrip("-"))
+    assert (
+        cut - HTTP_CHUNK <= resumed_at <= cut
+    )  # at most one chunk of what arrived is fetched again
+    assert not (tmp_path / "a.tgz.part").exists()
+
+
+def test_partial_file_from_killed_run_is_continued(
+    tmp_path: Path, lfw_source: dict, http_server
+) -> None:
+    body = lfw_source["archive"].read_bytes()
+    (tmp_path / "a.tgz.part").write_bytes(body[:1000])
+    http_server.routes["/a.tgz"] = route = Route(body)
+    fetch_http(f"{http_server.url}/a.tgz", tmp_path / "a.tgz", FAST)
+    assert (tmp_path / "a.tgz").read_bytes() == body
+    assert route.requests[0]["Range"] == "bytes=1000-"
+
+
+def test_html_page_instead_of_archive(tmp_path: Path, data_cfg: DictConfig, http_server) -> None:
+    http_server.routes["/lfw.tgz"] = Route(
+        b"<!DOCTYPE html><html>Sign in</html>", content_type="text/html"
+    )
+    with pytest.raises(DownloadError, match="HTML page"):
+        download_images(
+            with_sources(data_cfg, f"{http_server.url}/lfw.tgz"), tmp_path / "raw", tmp_path / "dl"
+        )
+    assert not (tmp_path / "raw/lfw-deepfunneled").exists()
+
+
+def test_html_served_as_octet_stream_is_caught_by_sniffing(
+    tmp_path: Path, data_cfg: DictConfig, http_server
+) -> None:
+    http_server.routes["/lfw.tgz"] = Route(b"<!DOCTYPE html><html>virus scan warning</html>")
+    with pytest.raises(DownloadError, match="HTML page"):
+        download_images(
+            with_sources(data_cfg, f"{http_server.url}/lfw.tgz"), tmp_path / "raw", tmp_path / "dl"
+        )
+    assert list((tmp_path / "dl").iterdir()) == []  # the bad download is not kept for reuse
+
+
+def test_404_names_the_url_and_leaves_nothing(
+    tmp_path: Path, data_cfg: DictConfig, http_server
+) -> None:
+    url = f"{http_server.url}/missing.tgz"
+    with pytest.raises(DownloadError, match=r"missing.tgz answered HTTP 404"):
+        download_images(with_sources(data_cfg, url), tmp_path / "raw", tmp_path / "dl")
+    assert not (tmp_path / "raw").exists() or not any((tmp_path / "raw").iterdir())
+
+
+def test_wrong_checksum_is_refused_and_archive_deleted(
+    tmp_path: Path, data_cfg: DictConfig, lfw_source: dict, http_server
+) -> None:
+    http_server.routes["/lfw.tgz"] = Route(lfw_source["archive"].read_bytes())
+    cfg = with_sources(data_cfg, f"{http_server.url}/lfw.tgz", archive_sha256={"lfw.tgz": "0" * 64})
+    with pytest.raises(DownloadError, match="sha256"):
+        download_images(cfg, tmp_path / "raw", tmp_path / "dl")
+    assert list((tmp_path / "dl").iterdir()) == []
+    assert not (tmp_path / "raw/lfw-deepfunneled").exists()
+
+
+def test_right_checksum_passes(tmp_path: Path, data_cfg: DictConfig, lfw_source: dict) -> None:
+    cfg = with_sources(
+        data_cfg,
+        str(lfw_source["archive"]),
+        archive_sha256={"lfw-deepfunneled.tgz": sha256_file(lfw_source["archive"])},
+    )
+    assert download_images(cfg, tmp_path / "raw", tmp_path / "dl")["images"] == len(
+        lfw_source["keys"]
+    )
+
+
+def test_sources_are_tried_in_order(
+    tmp_path: Path, data_cfg: DictConfig, lfw_source: dict, http_server
+) -> None:
+    cfg = with_sources(
+        data_cfg, f"{http_server.url}/gone.tgz", "kaggle://someone/lfw", str(lfw_source["archive"])
+    )
+    summary = download_images(cfg, tmp_path / "raw", tmp_path / "dl")
+    assert summary["source"] == str(lfw_source["archive"])
+
+
+def test_all_sources_failing_lists_each_reason(
+    tmp_path: Path, data_cfg: DictConfig, http_server, monkeypatch
+) -> None:
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "nokaggle"))
+    monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
+    cfg = with_sources(
+        data_cfg, f"{http_server.url}/gone.tgz", "kaggle://someone/lfw", str(tmp_path / "nope.tgz")
+    )
+    with pytest.raises(DownloadError) as err:
+        download_images(cfg, tmp_path / "raw", tmp_path / "dl")
+    text = str(err.value)
+    assert "HTTP 404" in text and "Kaggle credentials" in text and "does not exist" in text
+    assert not kaggle_credentials_present()
+
+
+def test_truncated_gzip_is_reported_and_not_reused(
+    tmp_path: Path, data_cfg: DictConfig, lfw_source: dict, http_server
+) -> None:
+    body = lfw_source["archive"].read_bytes()
+    http_server.routes["/lfw.tgz"] = Route(body[: len(body) // 2])
+    with pytest.raises(DownloadError, match="truncated or corrupt"):
+        download_images(
+            with_sources(data_cfg, f"{http_server.url}/lfw.tgz"), tmp_path / "raw", tmp_path / "dl"
+        )
+    assert list((tmp_path / "dl").iterdir()) == []
+    assert not (tmp_path / "raw/lfw-deepfunneled").exists()
+
+
+def test_wrong_image_count_is_refused(
+    tmp_path: Path, data_cfg: DictConfig, lfw_source: dict
+) -> None:
+    cfg = with_sources(data_cfg, str(lfw_source["archive"]), expected_images=13233)
+    with pytest.raises(DownloadError, match=r"holds \d+ images, expected 13233"):
+        download_images(cfg, tmp_path / "raw", tmp_path / "dl")
+    assert not (tmp_path / "raw/lfw-deepfunneled").exists()
+
+
+def _tar_with(tmp_path: Path, member: tarfile.TarInfo, data: bytes = b"") -> Path:
+    path = tmp_path / "evil.tgz"
+    with tarfile.open(path, "w:gz") as tar:
+        ok = tarfile.TarInfo("lfw-deepfunneled/A_B/A_B_0001.jpg")
+        ok.size = 3
+        tar.addfile(ok, io.BytesIO(b"abc"))
+        member.size = len(data) if member.isfile() else 0
+        tar.addfile(member, io.BytesIO(data) if data else None)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "message"),
+    [
+        ("../escaped.txt", tarfile.REGTYPE, "climbs out"),
+        ("lfw-deepfunneled/../../escaped.txt", tarfile.REGTYPE, "climbs out"),
+        ("/tmp/absolute.txt", tarfile.REGTYPE, "absolute path"),
+        ("lfw-deepfunneled/link", tarfile.SYMTYPE, "link"),
+        ("lfw-deepfunneled/hard", tarfile.LNKTYPE, "link"),
+        ("lfw-deepfunneled/dev", tarfile.CHRTYPE, "device"),
+        ("lfw-deepfunneled/fifo", tarfile.FIFOTYPE, "device"),
+    ],
+)
+def test_malicious_members_are_refused(
+    tmp_path: Path, name: str, kind: bytes, message: str
+) -> None:
+    member = tarfile.TarInfo(name)
+    member.type = kind
+    if kind in (tarfile.SYMTYPE, tarfile.LNKTYPE):
+        member.linkname = "/etc/passwd"
+    archive = _tar_with(tmp_path, member, b"pwned" if kind == tarfile.REGTYPE else b"")
+    dest = tmp_path / "out"
+    dest.mkdir()
+    with pytest.raises(DownloadError, match=message):
+        safe_extract(archive, dest, 10**9)
+    assert not (tmp_path / "escaped.txt").exists()
+    assert not Path("/tmp/absolute.txt").exists()
+    assert not (dest / "lfw-deepfunneled" / "link").exists()
+
+
+def test_gzip_bomb_stops_at_the_cap(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.tgz"
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        info = tarfile.TarInfo("lfw-deepfunneled/A/A_0001.jpg")
+        info.size = 5_000_000
+        tar.addfile(info, io.BytesIO(bytes(info.size)))
+    path.write_bytes(gzip.compress(raw.getvalue()))
+    assert path.stat().st_size < 50_000
+    (tmp_path / "out").mkdir()
+    with pytest.raises(DownloadError, match="gzip bomb"):
+        safe_extract(path, tmp_path / "out", max_bytes=1_000_000)

@@ -1,0 +1,224 @@
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.prepare import (
+    CropSpec,
+    PrepareError,
+    load_faces,
+    parse_attributes,
+    person_disjoint_split,
+    prepare,
+)
+from tests.lfw_fixtures import ATTRIBUTE_NAMES, MARGIN_COLOUR, attributes_text
+
+
+@pytest.fixture
+def raw_dir(tmp_path: Path, lfw_source: dict) -> Path:
+    raw = tmp_path / "raw"
+    shutil.copytree(lfw_source["dir"], raw / "lfw-deepfunneled")
+    return raw
+
+
+def run(cfg: DictConfig, raw: Path, tmp_path: Path, **overrides: object) -> tuple[dict, dict]:
+    cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"{k}={v}" for k, v in overrides.items()]))
+    counts = prepare(cfg, raw, tmp_path / "prepared", tmp_path / "reports")
+    with np.load(tmp_path / "prepared/faces.npz") as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    return counts, arrays
+
+
+def test_prepared_file_shapes_counts_and_attribute_join(
+    data_cfg: DictConfig, raw_dir: Path, tmp_path: Path, lfw_source: dict
+) -> None:
+    # drop two attribute rows: those images must be left out, as LFW's 90 unrated images are
+    keys = lfw_source["keys"]
+    attrs = tmp_path / "attrs.txt"
+    attrs.write_text(attributes_text(keys[2:]), encoding="utf-8")
+    counts, a = run(
+        data_cfg, raw_dir, tmp_path, attributes_file=attrs, expected_attribute_rows=len(keys) - 2
+    )
+    n = len(keys) - 2
+    assert a["images"].shape == (n, 64, 64, 3) and a["images"].dtype == np.uint8
+    assert a["attributes"].shape == (n, 3) and a["attributes"].dtype == np.float32
+    assert list(a["attribute_names"]) == ATTRIBUTE_NAMES
+    assert a["imagenum"].dtype == np.int32
+    assert set(zip(a["person"].tolist(), a["imagenum"].tolist(), strict=True)) == set(keys[2:])
+    assert counts["images"] == n and counts["images_without_attributes"] == 2
+    assert json.loads((tmp_path / "reports/prepare.json").read_text()) == counts
+    assert (tmp_path / "prepared/samples.png").stat().st_size > 0
+
+
+def test_attribute_scores_follow_their_image(
+    data_cfg: DictConfig, raw_dir: Path, tmp_path: Path, lfw_source: dict
+) -> None:
+    parsed = parse_attributes(lfw_source["attributes"], expected_attributes=3)
+    by_key = dict(zip(parsed.keys, parsed.scores, strict=True))
+    _, a = run(data_cfg, raw_dir, tmp_path)
+    for person, num, row in zip(a["person"], a["imagenum"], a["attributes"], strict=True):
+        np.testing.assert_array_equal(row, by_key[(str(person), int(num))])
+
+
+def test_attributes_disabled_keeps_every_image(
+    data_cfg: DictConfig, raw_dir: Path, tmp_path: Path, lfw_source: dict
+) -> None:
+    counts, a = run(data_cfg, raw_dir, tmp_path, attributes=False, attributes_file="/nonexistent")
+    assert counts["images"] == len(lfw_source["keys"])
+    assert a["attributes"].shape == (len(lfw_source["keys"]), 0)
+
+
+def test_crop_removes_the_margin(data_cfg: DictConfig, raw_dir: Path, tmp_path: Path) -> None:
+    _, a = run(data_cfg, raw_dir, tmp_path)
+    green = np.all(np.abs(a["images"].astype(int) - MARGIN_COLOUR) < 40, axis=-1)
+    assert green.mean() < 0.001  # the fixture paints the 80-px margin green; none must survive
+    _, b = run(data_cfg, raw_dir, tmp_path, **{"prepare.crop": 20})
+    green = np.all(np.abs(b["images"].astype(int) - MARGIN_COLOUR) < 40, axis=-1)
+    assert green.mean() > 0.2  # a smaller crop keeps margin: the crop setting really is applied
+
+
+def test_splits_are_person_disjoint_and_deterministic(
+    data_cfg: DictConfig, raw_dir: Path, tmp_path: Path
+) -> None:
+    _, a = run(data_cfg, raw_dir, tmp_path)
+    people = {s: set(a["person"][a["split"] == s].tolist()) for s in ("train", "val", "test")}
+    assert all(people[s] for s in people)
+    assert not (
+        people["train"] & people["val"]
+        or people["train"] & people["test"]
+        or people["val"] & people["test"]
+    )
+    _, again = run(data_cfg, raw_dir, tmp_path)
+    np.testing.assert_array_equal(a["split"], again["split"])
+    np.testing.assert_array_equal(a["images"], again["images"])
+    _, other = run(data_cfg, raw_dir, tmp_path, **{"prepare.split.seed": 7})
+    assert not np.array_equal(a["split"], other["split"])
+
+
+def test_split_fractions_on_many_people() -> None:
+    rng = np.random.default_rng(0)
+    persons = np.repeat([f"p{i}" for i in range(2000)], rng.integers(1, 6, 2000))
+    split = person_disjoint_split(persons, {"train": 0.8, "val": 0.1, "test": 0.1}, seed=0)
+    for name, share in (("train", 0.8), ("val", 0.1), ("test", 0.1)):
+        assert abs((split == name).mean() - share) < 0.01
+    shuffled = rng.permutation(len(persons))
+    again = person_disjoint_split(
+        persons[shuffled], {"train": 0.8, "val": 0.1, "test": 0.1}, seed=0
+    )
+    np.testing.assert_array_equal(again, split[shuffled])  # independent of input order
+
+
+def test_parallel_decoding_equals_serial(lfw_source: dict) -> None:
+    paths = sorted(lfw_source["dir"].rglob("*.jpg")) * 4
+    serial, _ = load_faces(paths, CropSpec(), workers=1)
+    parallel, _ = load_faces(paths, CropSpec(), workers=2)
+    np.testing.assert_array_equal(serial, parallel)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "unreadable"),
+        (b"<html>not an image</html>", "unreadable"),
+        ("truncated", "unreadable"),
+        ("png", "is PNG, not a JPEG"),
+        ("small", "is 100x100, expected 250x250"),
+    ],
+)
+def test_bad_image_fails_naming_the_file_and_writes_nothing(
+    data_cfg: DictConfig, raw_dir: Path, tmp_path: Path, content: object, message: str
+) -> None:
+    from PIL import Image
+
+    victim = sorted(raw_dir.rglob("*.jpg"))[3]
+    if content == "truncated":
+        victim.write_bytes(victim.read_bytes()[:200])
+    elif content == "png":
+        Image.new("RGB", (250, 250)).save(victim, format="PNG")
+    elif content == "small":
+        Image.new("RGB", (100, 100)).save(victim, format="JPEG")
+    else:
+        victim.write_bytes(content)
+    with pytest.raises(PrepareError, match=message) as err:
+        run(data_cfg, raw_dir, tmp_path)
+    assert victim.name in str(err.value) and "bad_images=skip" in str(err.value)
+    assert not (tmp_path / "prepared/faces.npz").exists()
+    prepared = tmp_path / "prepared"
+    assert not prepared.exists() or list(prepared.iterdir()) == []  # no temp file left either
+
+
+def test_bad_image_skipped_with_a_count(
+    data_cfg: DictConfig, raw_dir: Path, tmp_path: Path, lfw_source: dict
+) -> None:
+    sorted(raw_dir.rglob("*.jpg"))[3].write_bytes(b"junk")
+    counts, a = run(data_cfg, raw_dir, tmp_path, **{"prepare.bad_images": "skip"})
+    assert counts["bad_images_skipped"] == 1
+    assert len(a["images"]) == len(lfw_source["keys"]) - 1
+
+
+def test_failed_rerun_keeps_the_previous_good_file(
+    data_cfg: DictConfig, raw_dir: Path, tmp_path: Path
+) -> None:
+    run(data_cfg, raw_dir, tmp_path)
+    good = (tmp_path / "prepared/faces.npz").read_bytes()
+    sorted(raw_dir.rglob("*.jpg"))[0].write_bytes(b"junk")
+    with pytest.raises(PrepareError):
+        run(data_cfg, raw_dir, tmp_path)
+    assert (tmp_path / "prepared/faces.npz").read_bytes() == good
+    assert sorted(p.name for p in (tmp_path / "prepared").iterdir()) == ["faces.npz", "samples.png"]
+
+
+def test_attribute_row_without_image(
+    data_cfg: DictConfig, raw_dir: Path, tmp_path: Path, lfw_source: dict
+) -> None:
+    attrs = tmp_path / "attrs.txt"
+    attrs.write_text(attributes_text([*lfw_source["keys"], ("Nobody_Here", 1)]), encoding="utf-8")
+    with pytest.raises(PrepareError, match=r"1 rows have no image .*Nobody_Here #1"):
+        run(data_cfg, raw_dir, tmp_path, attributes_file=attrs, expected_attribute_rows="null")
+
+
+HEADER = "# comment\n#\tperson\timagenum\tMale\tSmiling\n"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("Ann Lee\t1\t0.5\n", r":3: 3 fields, expected 4"),
+        ("Ann Lee\t1\t0.5\tabc\n", r":3: not a number"),
+        ("Ann Lee\tx\t0.5\t1\n", r":3: not a number"),
+        (
+            "Ann Lee\t1\t0.5\t1\nBob\t2\t1\t1\nAnn Lee\t1\t0\t0\n",
+            r":5: duplicate row for Ann_Lee #1 \(first at line 3\)",
+        ),
+    ],
+)
+def test_malformed_attribute_lines_are_named(tmp_path: Path, body: str, message: str) -> None:
+    path = tmp_path / "a.txt"
+    path.write_text(HEADER + body, encoding="utf-8")
+    with pytest.raises(PrepareError, match=message):
+        parse_attributes(path, expected_attributes=2)
+
+
+def test_attributes_tolerate_bom_and_crlf(tmp_path: Path) -> None:
+    path = tmp_path / "a.txt"
+    path.write_bytes(("\ufeff" + HEADER + "Ann Lee\t1\t0.5\t-1\n").replace("\n", "\r\n").encode())
+    parsed = parse_attributes(path, expected_attributes=2)
+    assert parsed.names == ["Male", "Smiling"] and parsed.keys == [("Ann_Lee", 1)]
+    np.testing.assert_array_equal(parsed.scores, [[0.5, -1.0]])
+
+
+def test_attribute_header_and_row_count_checked(tmp_path: Path) -> None:
+    path = tmp_path / "a.txt"
+    path.write_text("# c\nperson\timagenum\tMale\nA\t1\t1\n", encoding="utf-8")
+    with pytest.raises(PrepareError, match=r":2: header must start"):
+        parse_attributes(path, expected_attributes=1)
+    path.write_text("# c\n#\tperson\timagenum\tMale\nA\t1\t1\n", encoding="utf-8")
+    with pytest.raises(PrepareError, match="1 rows, expected 13143"):
+        parse_attributes(path, expected_attributes=1, expected_rows=13143)
+    with pytest.raises(PrepareError, match="1 attribute names, expected 73"):
+        parse_attributes(path, expected_attributes=73)
