@@ -60,3 +60,41 @@ def data_cfg(lfw_source: dict) -> DictConfig:
 
 def tree_files(root: Path) -> set[str]:
     return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+
+
+TINY_MODEL = [
+    "model=conv",
+    "model.widths=[8,16]",
+    "model.latent_dim=4",
+    "train.batch_size=16",
+    "train.epochs=3",
+    "train.sample_every=2",
+    "train.steps_per_execution=1",
+]
+
+
+@pytest.fixture
+def tiny_prepared(tmp_path: Path) -> Path:
+    from tests.lfw_fixtures import write_tiny_prepared
+
+    return write_tiny_prepared(tmp_path / "prepared" / "faces.npz")
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path: Path):
+    """A composed config for seconds-long trainings with an MLflow store inside tmp_path."""
+
+    def make(*overrides: str) -> DictConfig:
+        return compose_config(
+            [
+                *TINY_MODEL,
+                f"tracking.tracking_uri=sqlite:///{tmp_path}/mlruns/mlflow.db",
+                f"tracking.artifact_location={tmp_path}/mlruns/artifacts",
+                f"paths.prepared={tmp_path}/prepared",
+                f"paths.models={tmp_path}/models",
+                f"paths.reports={tmp_path}/reports",
+                *overrides,
+            ]
+        )
+
+    return make

@@ -67,3 +67,33 @@ def attributes_text(
         scores = "\t".join(f"{v:.5f}" for v in rng.normal(size=len(names)))
         lines.append(f"{person.replace('_', ' ')}\t{num}\t{scores}")
     return "\n".join(lines) + "\n"
+
+
+def write_tiny_prepared(path: Path, n: int = 96, size: int = 16, seed: int = 0) -> Path:
+    """A prepared-format file of smooth blob images (learnable in a few epochs), 3 persons per split."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    centres = rng.uniform(0.25, 0.75, (n, 2))
+    colours = rng.uniform(0.2, 1.0, (n, 3))
+    blob = np.exp(
+        -((yy[None] - centres[:, :1, None]) ** 2 + (xx[None] - centres[:, 1:, None]) ** 2) / 0.03
+    )
+    images = np.clip(blob[..., None] * colours[:, None, None, :] * 255, 0, 255).astype(np.uint8)
+    person = np.asarray([f"P{i % 12}" for i in range(n)])
+    split = np.where(
+        np.isin(person, ["P0", "P1"]),
+        "test",
+        np.where(np.isin(person, ["P2", "P3"]), "val", "train"),
+    )
+    attributes = np.stack([centres[:, 0], colours[:, 0]], 1).astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(
+        path,
+        images=images,
+        person=person,
+        imagenum=np.arange(n, dtype=np.int32),
+        attributes=attributes,
+        attribute_names=np.asarray(["Top", "Red"]),
+        split=split,
+    )
+    return path

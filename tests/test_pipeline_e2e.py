@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 import yaml
+from mlflow.tracking import MlflowClient
 
 from tests.dvc_project import make_project, run
 from tests.http_server import Route
@@ -15,7 +17,7 @@ from tests.http_server import Route
 pytestmark = pytest.mark.e2e
 
 
-def data_overrides(server_url: str, n_images: int) -> list[str]:
+def settings(server_url: str, n_images: int) -> list[str]:
     return [
         f"data.download.sources=[{server_url}/lfw-deepfunneled.tgz]",
         f"data.download.expected_images={n_images}",
@@ -23,10 +25,16 @@ def data_overrides(server_url: str, n_images: int) -> list[str]:
         "data.download.backoff_s=0.01",
         "data.expected_attributes=3",
         f"data.expected_attribute_rows={n_images}",
+        "data.prepare.size=16",
         "data.prepare.split.train=0.6",
         "data.prepare.split.val=0.2",
         "data.prepare.split.test=0.2",
         "data.prepare.grid=4",
+        "model.widths=[8,16]",
+        "model.latent_dim=4",
+        "train.epochs=2",
+        "train.batch_size=8",
+        "train.steps_per_execution=1",
     ]
 
 
@@ -34,7 +42,17 @@ def stages_run(output: str) -> list[str]:
     return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")]
 
 
-def test_dvc_repro_downloads_and_prepares(tmp_path: Path, lfw_source: dict, http_server) -> None:
+def mlflow_runs(project: Path) -> list:
+    mlflow.set_tracking_uri(f"sqlite:///{project}/mlruns/mlflow.db")
+    client = MlflowClient()
+    return client.search_runs(
+        [client.get_experiment_by_name("lfw-vae").experiment_id], order_by=["start_time"]
+    )
+
+
+def test_dvc_repro_runs_the_pipeline_and_exp_run_sets_params(
+    tmp_path: Path, lfw_source: dict, http_server
+) -> None:
     http_server.routes["/lfw-deepfunneled.tgz"] = archive = Route(
         lfw_source["archive"].read_bytes()
     )
@@ -43,16 +61,14 @@ def test_dvc_repro_downloads_and_prepares(tmp_path: Path, lfw_source: dict, http
     )
     n = len(lfw_source["keys"])
     project = make_project(
-        tmp_path / "proj",
-        data_overrides(http_server.url, n),
-        f"{http_server.url}/lfw_attributes.txt",
+        tmp_path / "proj", settings(http_server.url, n), f"{http_server.url}/lfw_attributes.txt"
     )
 
     first = run(["dvc", "repro"], project)
-    assert stages_run(first.stdout) == ["download", "prepare"]
+    assert stages_run(first.stdout) == ["download", "prepare", "train"]
     with np.load(project / "data/prepared/faces.npz") as npz:
         images, split, person = npz["images"], npz["split"], npz["person"]
-    assert images.shape == (n, 64, 64, 3) and images.dtype == np.uint8
+    assert images.shape == (n, 16, 16, 3) and images.dtype == np.uint8
     groups = [set(person[split == s].tolist()) for s in ("train", "val", "test")]
     assert all(groups) and not (
         groups[0] & groups[1] or groups[0] & groups[2] or groups[1] & groups[2]
@@ -62,17 +78,34 @@ def test_dvc_repro_downloads_and_prepares(tmp_path: Path, lfw_source: dict, http
         "attributes"
     ].read_bytes()
     assert len(archive.requests) == 1
+    # training wrote models, DVC metrics and an MLflow run with one metric per epoch
+    assert (project / "models/decoder.keras").exists()
+    assert json.loads((project / "reports/train.json").read_text())["epochs"] == 2
+    (only,) = mlflow_runs(project)
+    assert only.info.status == "FINISHED" and only.data.params["model.latent_dim"] == "4"
+    assert len(MlflowClient().get_metric_history(only.info.run_id, "val_loss")) == 2
 
     second = run(["dvc", "repro"], project)
     assert stages_run(second.stdout) == []
     assert "Data and pipelines are up to date" in second.stdout
     assert len(archive.requests) == 1
 
-    # a prepare knob re-runs prepare only; a model knob re-runs neither
+    # a training knob re-runs train only; a prepare knob re-runs prepare (and what follows), never download
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["data"]["prepare"]["crop"] = 70
-    params["model"]["latent_dim"] = 7
+    params["model"]["beta"] = 0.5
     (project / "params.yaml").write_text(yaml.safe_dump(params))
-    third = run(["dvc", "repro", "prepare"], project)
-    assert stages_run(third.stdout) == ["prepare"]
+    assert stages_run(run(["dvc", "repro"], project).stdout) == ["train"]
+    params["data"]["prepare"]["crop"] = 70
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    assert stages_run(run(["dvc", "repro", "prepare"], project).stdout) == ["prepare"]
     assert len(archive.requests) == 1
+
+    # dvc exp run recomposes conf/ with Hydra and the override reaches training
+    run(["git", "checkout", "params.yaml"], project)
+    run(["dvc", "repro"], project)
+    run(["git", "add", "-A"], project)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline"], project)
+    exp = run(["dvc", "exp", "run", "-S", "model.beta=2"], project)
+    assert stages_run(exp.stdout) == ["train"], exp.stdout
+    assert yaml.safe_load((project / "params.yaml").read_text())["model"]["beta"] == 2
+    assert mlflow_runs(project)[-1].data.params["model.beta"] == "2"

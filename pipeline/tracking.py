@@ -1,0 +1,133 @@
+"""MLflow: where runs live, how they are named, grouped and tagged, and how pictures and models get in.
+
+The store is SQLite under mlruns/ with artifacts beside it (MLflow 3 refuses its old file store);
+`tracking.tracking_uri` points it at a server instead. Sweep jobs share one parent run per sweep
+folder, so the MLflow UI shows a sweep as one expandable group of comparable runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import mlflow
+import numpy as np
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.errors import PipelineError
+from pipeline.images import save_grid
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def tracking_uri(cfg: DictConfig) -> str:
+    uri = str(cfg.tracking_uri)
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return uri
+
+
+def with_retries(fn: Callable[[], T], what: str, tries: int = 8) -> T:
+    """SQLite allows one writer: concurrent sweep jobs may see 'database is locked'. Back off and retry."""
+    for attempt in range(tries):
+        try:
+            return fn()
+        except Exception as err:  # MlflowException / sqlalchemy OperationalError
+            if "locked" not in str(err).lower() or attempt == tries - 1:
+                raise
+            time.sleep(0.2 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def setup(cfg: DictConfig) -> str:
+    """Point MLflow at the configured store and return the experiment id (created if needed)."""
+    mlflow.set_tracking_uri(tracking_uri(cfg))
+    client = MlflowClient()
+    experiment = with_retries(
+        lambda: client.get_experiment_by_name(cfg.experiment), "get experiment"
+    )
+    if experiment is not None:
+        return experiment.experiment_id
+    location = Path(cfg.artifact_location).resolve().as_uri() if cfg.artifact_location else None
+    try:
+        return with_retries(
+            lambda: client.create_experiment(cfg.experiment, artifact_location=location), "create"
+        )
+    except Exception:  # another job created it first
+        return client.get_experiment_by_name(cfg.experiment).experiment_id
+
+
+def flatten(cfg: DictConfig, keys: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{prefix}.{k}" if prefix else str(k))
+        else:
+            out[prefix] = node
+
+    container = OmegaConf.to_container(cfg, resolve=True)
+    for key in keys:
+        walk(container.get(key, {}), key)
+    return out
+
+
+def git_commit() -> str:
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def sweep_parent(experiment_id: str, sweep_dir: Path, name: str) -> str:
+    """The parent run id of a sweep, created once by whichever job gets there first (O_EXCL file)."""
+    marker = sweep_dir / ".mlflow_parent_run"
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        for _ in range(100):  # the creator writes the id right after creating the file
+            text = marker.read_text().strip()
+            if text:
+                return text
+            time.sleep(0.1)
+        raise PipelineError(f"{marker} stayed empty: delete it and rerun the sweep") from None
+    client = MlflowClient()
+    run = with_retries(
+        lambda: client.create_run(experiment_id, run_name=name, tags={"sweep": name}), "parent"
+    )
+    client.set_terminated(run.info.run_id)  # a grouping node, not a job: it has nothing to wait for
+    with os.fdopen(fd, "w") as fh:
+        fh.write(run.info.run_id)
+    return run.info.run_id
+
+
+def log_grid(images: np.ndarray, artifact_file: str, rows: int | None = None) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = save_grid(images, Path(tmp) / Path(artifact_file).name, rows=rows)
+        folder = str(Path(artifact_file).parent)
+        with_retries(
+            lambda: mlflow.log_artifact(str(path), None if folder == "." else folder), "artifact"
+        )
+
+
+def logged_steps(run_id: str, metric: str) -> set[int]:
+    return {m.step for m in MlflowClient().get_metric_history(run_id, metric)}

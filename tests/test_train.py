@@ -1,0 +1,241 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from pipeline import train as train_module
+from pipeline.dataset import file_digest, load_faces
+from pipeline.errors import PipelineError
+from pipeline.train import Checkpoint, TrainingDiverged, train
+
+
+def run_training(cfg, prepared: Path, tmp_path: Path, name: str = "test"):
+    return train(
+        cfg,
+        load_faces(prepared),
+        file_digest(prepared),
+        tmp_path / "models",
+        tmp_path / "reports",
+        name,
+    )
+
+
+def client_for(cfg) -> MlflowClient:
+    mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
+    return MlflowClient()
+
+
+def artifact_paths(client: MlflowClient, run_id: str, path: str = "") -> set[str]:
+    found = set()
+    for item in client.list_artifacts(run_id, path):
+        found |= artifact_paths(client, run_id, item.path) if item.is_dir else {item.path}
+    return found
+
+
+def test_a_run_logs_params_epochs_pictures_and_a_loadable_model(
+    tiny_cfg, tiny_prepared: Path, tmp_path: Path
+) -> None:
+    cfg = tiny_cfg("train.epochs=4")
+    result = run_training(cfg, tiny_prepared, tmp_path)
+    client = client_for(cfg)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model.latent_dim"] == "4" and run.data.params["train.epochs"] == "4"
+    assert run.data.tags["data_version"] == file_digest(tiny_prepared)[:16]
+    assert run.data.tags["git_commit"] and run.data.tags["device"].startswith("tensorflow")
+    for metric in (
+        "loss",
+        "reconstruction",
+        "kl",
+        "val_loss",
+        "val_reconstruction",
+        "val_kl",
+        "beta",
+        "images_per_s",
+    ):
+        assert [m.step for m in client.get_metric_history(result.run_id, metric)] == [1, 2, 3, 4], (
+            metric
+        )
+    loss = [m.value for m in client.get_metric_history(result.run_id, "loss")]
+    assert loss[-1] < loss[0]  # it learns
+    artifacts = artifact_paths(client, result.run_id)
+    assert {
+        "config.yaml",
+        "samples/epoch_002.png",
+        "samples/epoch_004.png",
+        "reconstructions.png",
+    } <= artifacts
+    decoder = mlflow.keras.load_model(f"runs:/{result.run_id}/decoder")
+    faces = decoder.predict(np.zeros((3, 4), np.float32), verbose=0)
+    assert faces.shape == (3, 16, 16, 3) and faces.min() >= 0 and faces.max() <= 1
+    import keras
+
+    local = keras.models.load_model(tmp_path / "models/decoder.keras")
+    np.testing.assert_allclose(
+        local.predict(np.zeros((1, 4), np.float32), verbose=0), faces[:1], rtol=1e-5
+    )
+    assert (tmp_path / "reports/train_history.csv").read_text().count("\n") == 5
+
+
+def test_same_seed_gives_same_metrics(tiny_cfg, tiny_prepared: Path, tmp_path: Path) -> None:
+    a = run_training(tiny_cfg("train.epochs=2"), tiny_prepared, tmp_path / "a")
+    b = run_training(tiny_cfg("train.epochs=2"), tiny_prepared, tmp_path / "b")
+    c = run_training(tiny_cfg("train.epochs=2", "train.seed=7"), tiny_prepared, tmp_path / "c")
+    keys = ("loss", "val_loss", "kl")
+    assert [[r[k] for k in keys] for r in a.history] == [[r[k] for k in keys] for r in b.history]
+    assert a.history[-1]["loss"] != c.history[-1]["loss"]
+
+
+def test_interrupted_run_resumes_into_the_same_mlflow_run(
+    tiny_cfg, tiny_prepared: Path, tmp_path: Path, monkeypatch
+) -> None:
+    cfg = tiny_cfg("train.epochs=4")
+    reference = run_training(cfg, tiny_prepared, tmp_path / "reference")
+
+    original = train_module.EpochEnd.on_epoch_end
+
+    def die_after_epoch_2(self, epoch, logs=None):
+        original(self, epoch, logs)
+        if epoch + 1 == 2:
+            raise KeyboardInterrupt("simulated kill after epoch 2")
+
+    monkeypatch.setattr(train_module.EpochEnd, "on_epoch_end", die_after_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(cfg, tiny_prepared, tmp_path)
+    assert Checkpoint.load(next((tmp_path / "models/checkpoints").iterdir())).epoch == 2
+    monkeypatch.setattr(train_module.EpochEnd, "on_epoch_end", original)
+
+    resumed = run_training(cfg, tiny_prepared, tmp_path)
+    assert resumed.resumed_from == 2
+    client = client_for(cfg)
+    runs = client.search_runs(
+        [client.get_experiment_by_name(cfg.tracking.experiment).experiment_id]
+    )
+    interrupted = [r for r in runs if r.info.run_id != reference.run_id]
+    assert [r.info.run_id for r in interrupted] == [resumed.run_id]  # no second run was started
+    assert interrupted[0].info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(resumed.run_id, "loss")] == [1, 2, 3, 4]
+    # the resumed run is the run an uninterrupted one would have been
+    np.testing.assert_allclose(
+        [r["loss"] for r in resumed.history], [r["loss"] for r in reference.history], rtol=1e-5
+    )
+
+
+def test_epochs_checkpointed_but_not_logged_are_logged_on_resume(
+    tiny_cfg, tiny_prepared: Path, tmp_path: Path, monkeypatch
+) -> None:
+    cfg = tiny_cfg("train.epochs=3")
+    real_log = mlflow.log_metrics
+
+    def die_before_logging_epoch_2(metrics, step=None, **kw):
+        if step == 2:
+            raise KeyboardInterrupt("killed between checkpoint and MLflow")
+        return real_log(metrics, step=step, **kw)
+
+    monkeypatch.setattr(mlflow, "log_metrics", die_before_logging_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(cfg, tiny_prepared, tmp_path)
+    monkeypatch.setattr(mlflow, "log_metrics", real_log)
+    result = run_training(cfg, tiny_prepared, tmp_path)
+    assert [m.step for m in client_for(cfg).get_metric_history(result.run_id, "kl")] == [1, 2, 3]
+
+
+def test_nan_loss_stops_with_a_clear_message_and_a_failed_run(
+    tiny_cfg, tiny_prepared: Path, tmp_path: Path
+) -> None:
+    cfg = tiny_cfg("train.learning_rate=1e12", "model.likelihood=gaussian", "train.epochs=3")
+    with pytest.raises(TrainingDiverged, match=r"became (nan|inf).*lower train.learning_rate"):
+        run_training(cfg, tiny_prepared, tmp_path)
+    client = client_for(cfg)
+    runs = client.search_runs(
+        [client.get_experiment_by_name(cfg.tracking.experiment).experiment_id]
+    )
+    assert [r.info.status for r in runs] == ["FAILED"]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.latent_dim=0", "latent_dim=0"),
+        ("model.beta=-0.5", "beta=-0.5"),
+        ("train.batch_size=0", "train.batch_size=0"),
+        ("train.epochs=-1", "train.epochs=-1"),
+        ("model.name=nope", "model.name='nope' is unknown"),
+        ("model.widths=[8,16,32,64,128]", "multiple of 32"),
+    ],
+)
+def test_bad_config_fails_before_training(
+    tiny_cfg, tiny_prepared: Path, tmp_path: Path, override: str, message: str
+) -> None:
+    with pytest.raises(PipelineError, match=message):
+        run_training(tiny_cfg(override), tiny_prepared, tmp_path)
+    assert not (tmp_path / "mlruns").exists()  # nothing was started
+
+
+def cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.train", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
+
+
+def tiny_cli_overrides(tmp_path: Path) -> list[str]:
+    from tests.conftest import TINY_MODEL
+
+    return [
+        *TINY_MODEL,
+        "train.epochs=1",
+        f"tracking.tracking_uri=sqlite:///{tmp_path}/mlruns/mlflow.db",
+        f"tracking.artifact_location={tmp_path}/mlruns/artifacts",
+        f"paths.prepared={tmp_path}/prepared",
+        f"paths.models={tmp_path}/models",
+        f"paths.reports={tmp_path}/reports",
+    ]
+
+
+def test_multirun_sweep_makes_grouped_runs(tiny_prepared: Path, tmp_path: Path) -> None:
+    proc = cli(
+        [
+            "--multirun",
+            *tiny_cli_overrides(tmp_path),
+            "model.latent_dim=2,4",
+            "model.beta=0.5,1",
+            f"hydra.sweep.dir={tmp_path}/sweep",
+        ],
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    client = MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name("lfw-vae").experiment_id])
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(children) == 4 and len(parents) == 1
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    combos = {(r.data.params["model.latent_dim"], r.data.params["model.beta"]) for r in children}
+    assert combos == {("2", "0.5"), ("2", "1"), ("4", "0.5"), ("4", "1")}
+    for run in children:  # the run name is the job's override string, so the UI tells jobs apart
+        assert f"model.latent_dim={run.data.params['model.latent_dim']}" in run.info.run_name
+        assert run.info.run_name.endswith(f"model.beta={run.data.params['model.beta']}")
+        assert "paths." not in run.info.run_name
+    assert all(r.info.status == "FINISHED" for r in children)
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path: Path) -> None:
+    proc = cli([*tiny_cli_overrides(tmp_path), "model.latent_dim=0"], tmp_path)
+    assert proc.returncode == 1
+    assert (
+        "prepared data" in proc.stderr and "Traceback" not in proc.stderr
+    )  # no prepared file yet: said first
