@@ -444,6 +444,19 @@ def finish(
     """Final artifacts: models (files + MLflow), a reconstructions grid, the loss table."""
     save_keras(vae.encoder, models_dir / "encoder.keras")
     save_keras(vae.decoder, models_dir / "decoder.keras")
+    # what evaluation needs beside the two networks: the likelihood and its learned σ, and the run
+    card = {
+        "run_id": mlflow.active_run().info.run_id,
+        "model": cfg.model.name,
+        "latent_dim": cfg.model.latent_dim,
+        "beta": float(cfg.model.beta),
+        "likelihood": cfg.model.likelihood,
+        "image_size": shown.image_size,
+        "log_sigma": None if vae.log_sigma is None else float(np.asarray(vae.log_sigma.numpy())),
+        "epochs": len(history),
+    }
+    write_text_atomic(models_dir / "vae.json", json.dumps(card, indent=2) + "\n")
+    mlflow.log_dict(card, "vae.json")
     inputs = to_float(shown.images[:16])
     z_mean, _ = vae.encoder.predict(inputs, verbose=0)
     outputs = vae.decoder.predict(z_mean, verbose=0)

@@ -98,3 +98,36 @@ def tiny_cfg(tmp_path: Path):
         )
 
     return make
+
+
+def tiny_overrides(root: Path) -> list[str]:
+    return [
+        *TINY_MODEL,
+        f"tracking.tracking_uri=sqlite:///{root}/mlruns/mlflow.db",
+        f"tracking.artifact_location={root}/mlruns/artifacts",
+        f"paths.prepared={root}/prepared",
+        f"paths.models={root}/models",
+        f"paths.reports={root}/reports",
+        "evaluate.n_samples=12",
+        "evaluate.kid_subsets=5",
+        "evaluate.kid_subset_size=8",
+        "evaluate.importance_samples=4",
+        "evaluate.attributes=[Top,Red]",
+        "generate.n=5",
+    ]
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One tiny model trained once per session (2 epochs), for evaluate and generate tests."""
+    from pipeline.dataset import file_digest, load_faces
+    from pipeline.train import train
+    from tests.lfw_fixtures import write_tiny_prepared
+
+    root = tmp_path_factory.mktemp("trained")
+    prepared = write_tiny_prepared(root / "prepared" / "faces.npz")
+    cfg = compose_config([*tiny_overrides(root), "train.epochs=2"])
+    result = train(
+        cfg, load_faces(prepared), file_digest(prepared), root / "models", root / "reports", "tiny"
+    )
+    return {"root": root, "cfg": cfg, "run_id": result.run_id, "prepared": prepared}

@@ -1,0 +1,358 @@
+"""evaluate stage: held-out metrics and pictures for a trained VAE, written for DVC and MLflow alike.
+
+    python -m pipeline.evaluate                          # the models/ of the last `train` (DVC stage)
+    python -m pipeline.evaluate evaluate.run_id=<id>     # any MLflow run, logged back into that run
+
+Everything is computed on the test split, which training and model selection never see. Metric
+definitions are in the README; metrics.py holds the formulas.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+import keras
+import mlflow
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline import metrics, tracking
+from pipeline.atomic import atomic_path, write_text_atomic
+from pipeline.dataset import Faces, load_faces, to_float
+from pipeline.errors import PipelineError, exit_on_pipeline_error
+from pipeline.images import save_grid, to_uint8
+from pipeline.model import kl_divergence, reconstruction_nll
+
+log = logging.getLogger(__name__)
+LOG_2PI = math.log(2 * math.pi)
+
+
+@dataclass
+class TrainedVAE:
+    encoder: keras.Model
+    decoder: keras.Model
+    card: dict  # vae.json: run_id, likelihood, log_sigma, latent_dim, ...
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_keras_model(path: str | Path, what: str) -> keras.Model:
+    """Load a .keras file with Keras's safe mode on: no arbitrary code (Lambda layers) runs."""
+    path = Path(path)
+    if not path.exists():
+        raise PipelineError(
+            f"{what} {path} does not exist: train first (dvc repro train) or give another path"
+        )
+    try:
+        return keras.models.load_model(path, compile=False, safe_mode=True)
+    except ValueError as err:
+        if "safe_mode" in str(err) or "lambda" in str(err).lower():
+            raise PipelineError(
+                f"{path} contains code (a Lambda layer) and was refused: Keras safe mode never "
+                "runs code from a model file; only load such a file if you trust it"
+            ) from err
+        raise PipelineError(f"{path} is not a Keras model file ({err})") from err
+    except (OSError, KeyError) as err:  # zip errors, missing config.json, ...
+        raise PipelineError(
+            f"{path} is not a Keras model file ({type(err).__name__}: {err})"
+        ) from err
+
+
+def load_local(models_dir: Path) -> TrainedVAE:
+    card_path = models_dir / "vae.json"
+    if not card_path.exists():
+        raise PipelineError(f"{card_path} is missing: train first (dvc repro train)")
+    card = json.loads(card_path.read_text())
+    return TrainedVAE(
+        load_keras_model(models_dir / "encoder.keras", "encoder"),
+        load_keras_model(models_dir / "decoder.keras", "decoder"),
+        card,
+    )
+
+
+def load_run(run_id: str, tracking_cfg: DictConfig) -> TrainedVAE:
+    tracking.setup(tracking_cfg)
+    try:
+        mlflow.get_run(run_id)
+    except Exception as err:
+        raise PipelineError(
+            f"MLflow run {run_id!r} does not exist in {tracking_cfg.tracking_uri}: "
+            "copy a run id from `mlflow ui` or `python -m pipeline.compare`"
+        ) from err
+    card = mlflow.artifacts.load_dict(f"runs:/{run_id}/vae.json")
+    return TrainedVAE(
+        mlflow.keras.load_model(f"runs:/{run_id}/encoder"),
+        mlflow.keras.load_model(f"runs:/{run_id}/decoder"),
+        card,
+    )
+
+
+# --------------------------------------------------------------------------- model evaluation
+
+
+def predict(model: keras.Model, x: np.ndarray, batch_size: int) -> Any:
+    return model.predict(x, batch_size=batch_size, verbose=0)
+
+
+def log_normal(z: np.ndarray, mean: np.ndarray, log_var: np.ndarray) -> np.ndarray:
+    return -0.5 * np.sum(LOG_2PI + log_var + (z - mean) ** 2 / np.exp(log_var), axis=-1)
+
+
+def likelihood_terms(
+    vae: TrainedVAE, images: np.ndarray, k: int, batch_size: int, seed: int
+) -> dict:
+    """Single-sample ELBO terms and a k-sample importance-weighted log-likelihood bound, per image.
+
+    For the Gaussian likelihood the data are dequantised ((x + u)/256, u ~ U(0,1)), which makes the
+    bound one on the discrete 8-bit data; the Bernoulli-style losses are not densities on such data.
+    """
+    rng = np.random.default_rng(seed)
+    lik, log_sigma = vae.card["likelihood"], vae.card.get("log_sigma")
+    x = (
+        (images.astype(np.float32) + rng.random(images.shape, dtype=np.float32)) / 256.0
+        if lik == "gaussian"
+        else to_float(images)
+    )
+    z_mean, z_log_var = (np.asarray(a, np.float64) for a in predict(vae.encoder, x, batch_size))
+    per_dim_kl = 0.5 * (np.exp(z_log_var) + z_mean**2 - 1.0 - z_log_var)
+    log_w = np.zeros((k, len(x)))
+    for i in range(k):
+        z = z_mean + np.exp(0.5 * z_log_var) * rng.standard_normal(z_mean.shape)
+        x_hat = predict(vae.decoder, z.astype(np.float32), batch_size)
+        nll = np.asarray(
+            reconstruction_nll(x, x_hat, lik, None if log_sigma is None else np.float32(log_sigma)),
+            np.float64,
+        )
+        if i == 0:
+            reconstruction = nll
+        log_w[i] = -nll + log_normal(z, 0.0, np.zeros_like(z)) - log_normal(z, z_mean, z_log_var)
+    kl = np.asarray(kl_divergence(z_mean, z_log_var), np.float64)
+    return {
+        "reconstruction": reconstruction,
+        "kl": kl,
+        "neg_elbo": reconstruction + kl,
+        "iw_log_likelihood": metrics.log_mean_exp(log_w, axis=0),
+        "per_dim_kl": per_dim_kl.mean(0),
+        "z_mean": z_mean,
+    }
+
+
+def sample_faces(
+    decoder: keras.Model,
+    n: int,
+    latent_dim: int,
+    temperature: float,
+    seed: int,
+    batch_size: int = 256,
+) -> np.ndarray:
+    z = (
+        np.random.default_rng(seed).standard_normal((n, latent_dim)).astype(np.float32)
+        * temperature
+    )
+    return np.asarray(predict(decoder, z, batch_size))
+
+
+def attribute_direction(z: np.ndarray, scores: np.ndarray, quantile: float = 0.2) -> np.ndarray:
+    """Mean latent of the faces scoring in the top `quantile` minus that of the bottom `quantile`."""
+    lo, hi = np.quantile(scores, [quantile, 1 - quantile])
+    high, low = z[scores >= hi], z[scores <= lo]
+    if len(high) == 0 or len(low) == 0:
+        raise PipelineError("an attribute needs faces at both ends of its score range")
+    return high.mean(0) - low.mean(0)
+
+
+def resolve_attributes(names: list[str], available: list[str]) -> list[str]:
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        valid = (
+            ", ".join(available)
+            or "(none: the prepared file has no attributes; set data.attributes=true)"
+        )
+        raise PipelineError(f"unknown attribute(s) {unknown}; valid names: {valid}")
+    return list(names)
+
+
+# --------------------------------------------------------------------------- pictures
+
+
+def kl_plot(per_dim_kl: np.ndarray, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order = np.argsort(per_dim_kl)[::-1]
+    fig, ax = plt.subplots(figsize=(8, 3))
+    ax.bar(np.arange(len(order)), per_dim_kl[order], width=1.0)
+    ax.set(
+        xlabel="latent dimension (sorted)",
+        ylabel="KL (nats)",
+        title="KL per latent dimension on test faces",
+    )
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return path
+
+
+def interpolation_grid(
+    decoder: keras.Model, z_a: np.ndarray, z_b: np.ndarray, steps: int
+) -> np.ndarray:
+    t = np.linspace(0, 1, steps)[None, :, None]
+    z = (z_a[:, None] * (1 - t) + z_b[:, None] * t).reshape(-1, z_a.shape[-1])
+    return np.asarray(predict(decoder, z.astype(np.float32), 256))
+
+
+def edit_grid(
+    decoder: keras.Model, z: np.ndarray, direction: np.ndarray, strengths: list[float]
+) -> np.ndarray:
+    edits = z[:, None] + np.asarray(strengths)[None, :, None] * direction[None, None]
+    return np.asarray(predict(decoder, edits.reshape(-1, z.shape[-1]).astype(np.float32), 256))
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def evaluate(cfg: DictConfig, vae: TrainedVAE, faces: Faces, out_dir: Path) -> dict:
+    """Compute every metric and picture; returns the metrics dict (also written to out_dir)."""
+    e = cfg.evaluate
+    if e.n_samples is not None and e.n_samples <= 0:
+        raise PipelineError(
+            f"evaluate.n_samples={e.n_samples} must be positive (or null for the test-set size)"
+        )
+    test, train = faces.subset("test"), faces.subset("train")
+    if len(test.images) < 2:
+        raise PipelineError(
+            "the prepared file has fewer than 2 test faces: check data.prepare.split"
+        )
+    started = time.perf_counter()
+    terms = likelihood_terms(vae, test.images, e.importance_samples, e.batch_size, e.seed)
+    dims = int(np.prod(test.images.shape[1:]))
+    x = to_float(test.images)
+    z_mean, _ = predict(vae.encoder, x, e.batch_size)
+    recon = np.asarray(predict(vae.decoder, z_mean, e.batch_size))
+    result: dict[str, Any] = {
+        "test_images": len(test.images),
+        "mse": float(metrics.mse(x, recon).mean()),
+        "psnr": float(metrics.psnr(x, recon).mean()),
+        "ssim": float(metrics.ssim(x, recon).mean()),
+        "reconstruction": float(terms["reconstruction"].mean()),
+        "kl": float(terms["kl"].mean()),
+        "neg_elbo_nats": float(terms["neg_elbo"].mean()),
+        "iw_nll_nats": float(-terms["iw_log_likelihood"].mean()),
+        "importance_samples": int(e.importance_samples),
+        "active_units": metrics.active_units(terms["z_mean"], e.active_unit_threshold),
+        "latent_dim": int(vae.card["latent_dim"]),
+    }
+    if vae.card["likelihood"] == "gaussian":
+        result["neg_elbo_bits_per_dim"] = metrics.bits_per_dim(result["neg_elbo_nats"], dims)
+        result["iw_nll_bits_per_dim"] = metrics.bits_per_dim(result["iw_nll_nats"], dims)
+
+    n = int(e.n_samples or len(test.images))
+    samples = sample_faces(vae.decoder, n, vae.card["latent_dim"], 1.0, e.seed)
+    reason = metrics.fid_unavailable_reason() if e.fid else "disabled (evaluate.fid=false)"
+    if reason is None:
+        real = metrics.inception_features(test.images)
+        fake = metrics.inception_features(to_uint8(samples))
+        result["fid"] = metrics.fid_from_features(fake, real)
+        result["kid"], result["kid_std"] = metrics.kid_from_features(
+            fake, real, e.kid_subsets, min(e.kid_subset_size, n, len(real))
+        )
+        result["fid_samples"], result["fid_real"] = n, len(real)
+        result["fid_network"], result["fid_resize"] = metrics.FID_NETWORK, metrics.FID_RESIZE
+    else:
+        log.warning("FID/KID skipped: %s", reason)
+        result["fid_skipped"] = reason
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pictures = {}
+    for temperature in e.temperatures:
+        faces_t = (
+            samples[:64]
+            if temperature == 1.0
+            else sample_faces(vae.decoder, 64, vae.card["latent_dim"], temperature, e.seed)
+        )
+        pictures[f"samples_t{temperature:g}.png"] = save_grid(
+            faces_t, out_dir / f"samples_t{temperature:g}.png"
+        )
+    pictures["reconstructions.png"] = save_grid(
+        np.concatenate([x[:16], recon[:16]]), out_dir / "reconstructions.png", rows=2
+    )
+    pairs = min(4, len(x) // 2)
+    pictures["interpolations.png"] = save_grid(
+        interpolation_grid(
+            vae.decoder, z_mean[:pairs], z_mean[pairs : 2 * pairs], e.interpolation_steps
+        ),
+        out_dir / "interpolations.png",
+        rows=pairs,
+    )
+    pictures["kl_per_dimension.png"] = kl_plot(
+        terms["per_dim_kl"], out_dir / "kl_per_dimension.png"
+    )
+    wanted = [a for a in e.attributes if a in faces.attribute_names]
+    if wanted and len(train.images):
+        z_train, _ = predict(vae.encoder, to_float(train.images), e.batch_size)
+        rows = []
+        for name in wanted:
+            direction = attribute_direction(
+                z_train, train.attributes[:, faces.attribute_names.index(name)]
+            )
+            rows.append(edit_grid(vae.decoder, z_mean[:4], direction, list(e.edit_strengths)))
+        grid = np.concatenate(rows)
+        pictures["attribute_edits.png"] = save_grid(
+            grid, out_dir / "attribute_edits.png", rows=len(wanted) * min(4, len(z_mean))
+        )
+        result["attribute_edits"] = ", ".join(wanted)
+    result["seconds"] = time.perf_counter() - started
+    write_text_atomic(out_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def log_to_mlflow(run_id: str, result: dict, out_dir: Path) -> None:
+    numbers = {f"test_{k}": float(v) for k, v in result.items() if isinstance(v, int | float)}
+    with tracking.with_retries(lambda: mlflow.start_run(run_id=run_id), "reopen run"):
+        tracking.with_retries(lambda: mlflow.log_metrics(numbers), "test metrics")
+        for key in ("fid_network", "fid_resize", "fid_skipped", "attribute_edits"):
+            if key in result:
+                mlflow.set_tag(f"eval.{key}", str(result[key])[:5000])
+        mlflow.log_artifacts(str(out_dir), "evaluation")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@exit_on_pipeline_error
+def main(cfg: DictConfig) -> dict:
+    log.info("evaluate config:\n%s", OmegaConf.to_yaml(cfg.evaluate))
+    path = hydra.utils.to_absolute_path
+    faces = load_faces(Path(path(cfg.paths.prepared)) / "faces.npz")
+    if cfg.evaluate.run_id:
+        vae = load_run(cfg.evaluate.run_id, cfg.tracking)
+        out_dir = Path(tempfile.mkdtemp(prefix="evaluation-"))
+    else:
+        vae = load_local(Path(path(cfg.paths.models)))
+        out_dir = Path(path(cfg.paths.reports)) / "evaluation"
+    result = evaluate(cfg, vae, faces, out_dir)
+    if cfg.evaluate.run_id is None:
+        write_text_atomic(
+            Path(path(cfg.paths.reports)) / "metrics.json", json.dumps(result, indent=2) + "\n"
+        )
+    tracking.setup(cfg.tracking)
+    log_to_mlflow(vae.card["run_id"], result, out_dir)
+    log.info(
+        "test metrics: %s",
+        {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()},
+    )
+    return result
+
+
+if __name__ == "__main__":
+    main()

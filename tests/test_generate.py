@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+from PIL import Image
+
+from pipeline.errors import PipelineError
+from pipeline.generate import generate, load_decoder
+from tests.conftest import tiny_overrides
+
+
+def with_generate(cfg, **kw):
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg))
+    for k, v in kw.items():
+        cfg.generate[k] = v
+    return cfg
+
+
+def test_generate_from_a_file_and_from_a_run_id_agree(trained_tiny: dict) -> None:
+    cfg = trained_tiny["cfg"]
+    from_file = load_decoder(str(trained_tiny["root"] / "models/decoder.keras"), cfg.tracking)
+    from_run = load_decoder(trained_tiny["run_id"], cfg.tracking)
+    a, b = generate(cfg, from_file), generate(cfg, from_run)
+    assert a.shape == (5, 16, 16, 3)
+    np.testing.assert_allclose(a, b, rtol=1e-5)
+    assert not np.allclose(a, generate(with_generate(cfg, seed=1), from_file))  # the seed matters
+    cooler = generate(with_generate(cfg, temperature=0.01), from_file)
+    assert (
+        cooler.std(axis=0).mean() < a.std(axis=0).mean()
+    )  # low temperature: faces near the mean face
+
+
+def test_interpolate_and_attribute_modes(trained_tiny: dict) -> None:
+    cfg = with_generate(trained_tiny["cfg"], n=2)
+    decoder = load_decoder(str(trained_tiny["root"] / "models/decoder.keras"), cfg.tracking)
+    encoder = load_decoder(
+        str(trained_tiny["root"] / "models/encoder.keras"), cfg.tracking, part="encoder"
+    )
+    assert generate(with_generate(cfg, mode="interpolate", steps=6), decoder).shape == (
+        12,
+        16,
+        16,
+        3,
+    )
+    edits = generate(
+        with_generate(cfg, mode="attribute", attribute="Red"),
+        decoder,
+        encoder,
+        trained_tiny["prepared"],
+    )
+    assert edits.shape == (2 * 5, 16, 16, 3)
+    with pytest.raises(PipelineError, match=r"unknown attribute.*'Smiling'.*valid names: Top, Red"):
+        generate(
+            with_generate(cfg, mode="attribute", attribute="Smiling"),
+            decoder,
+            encoder,
+            trained_tiny["prepared"],
+        )
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("n", 0, "generate.n=0 must be a positive integer"),
+        ("n", -3, "generate.n=-3"),
+        ("mode", "dream", "generate.mode='dream' is unknown"),
+        ("temperature", 0, "temperature=0 must be > 0"),
+    ],
+)
+def test_bad_generate_settings(trained_tiny: dict, key: str, value: object, message: str) -> None:
+    decoder = load_decoder(
+        str(trained_tiny["root"] / "models/decoder.keras"), trained_tiny["cfg"].tracking
+    )
+    with pytest.raises(PipelineError, match=message):
+        generate(with_generate(trained_tiny["cfg"], **{key: value}), decoder)
+
+
+def test_wrong_kind_of_model_file(trained_tiny: dict, tmp_path: Path) -> None:
+    tracking = trained_tiny["cfg"].tracking
+    with pytest.raises(PipelineError, match="is not a VAE decoder"):
+        load_decoder(str(trained_tiny["root"] / "models/encoder.keras"), tracking)
+    junk = tmp_path / "junk.keras"
+    junk.write_bytes(b"not a zip")
+    with pytest.raises(PipelineError, match="is not a Keras model file"):
+        load_decoder(str(junk), tracking)
+    with pytest.raises(PipelineError, match="does not exist"):
+        load_decoder(str(tmp_path / "missing.keras"), tracking)
+    with pytest.raises(PipelineError, match=r"MLflow run '0+' does not exist"):
+        load_decoder("0" * 32, tracking)
+
+
+def test_model_with_code_is_refused_by_safe_mode(tmp_path: Path, trained_tiny: dict) -> None:
+    inputs = keras.Input((4,))
+    outputs = keras.layers.Lambda(lambda z: z * 2)(
+        inputs
+    )  # arbitrary Python: could do anything on load
+    keras.Model(inputs, outputs).save(tmp_path / "lambda.keras")
+    with pytest.raises(PipelineError, match=r"Lambda layer.*refused"):
+        load_decoder(str(tmp_path / "lambda.keras"), trained_tiny["cfg"].tracking)
+
+
+def test_generate_command_writes_pngs(trained_tiny: dict, tmp_path: Path) -> None:
+    root = trained_tiny["root"]
+    args = [
+        *tiny_overrides(root),
+        f"generate.model={trained_tiny['run_id']}",
+        "generate.singles=true",
+        f"generate.out={tmp_path}/out",
+        f"hydra.run.dir={tmp_path}/hydra",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.generate", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "face_0000.png",
+        "face_0001.png",
+        "face_0002.png",
+        "face_0003.png",
+        "face_0004.png",
+        "grid.png",
+    ]
+    with Image.open(tmp_path / "out/face_0000.png") as img:
+        assert img.size == (32, 32)
+    bad = subprocess.run(
+        [sys.executable, "-m", "pipeline.generate", *args[:-3], "generate.n=0"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert bad.returncode == 1 and "generate.n=0 must be a positive integer" in bad.stderr
+    assert "Traceback" not in bad.stderr

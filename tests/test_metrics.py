@@ -1,0 +1,96 @@
+import numpy as np
+import pytest
+
+from pipeline import metrics
+
+
+def test_frechet_distance_of_known_gaussians() -> None:
+    mu = np.array([1.0, 2.0, -1.0])
+    assert metrics.frechet_distance(mu, np.eye(3), mu, np.eye(3)) == pytest.approx(0.0, abs=1e-9)
+    # equal covariances: only the means count
+    assert metrics.frechet_distance(np.zeros(3), np.eye(3), mu, np.eye(3)) == pytest.approx(6.0)
+    # diagonal covariances: sum (sqrt(a) - sqrt(b))^2
+    a, b = np.array([1.0, 4.0, 9.0]), np.array([4.0, 4.0, 1.0])
+    assert metrics.frechet_distance(
+        np.zeros(3), np.diag(a), np.zeros(3), np.diag(b)
+    ) == pytest.approx(1 + 0 + 4)
+
+
+def test_fid_from_samples_approaches_the_closed_form() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((20000, 4))
+    b = rng.standard_normal((20000, 4)) * 2 + 1
+    # closed form: |mu|^2 = 4, trace term per dim (1 - 2)^2 = 1 -> 4
+    assert metrics.fid_from_features(a, b) == pytest.approx(8.0, rel=0.03)
+
+
+def test_kid_is_zero_for_one_distribution_and_positive_for_two() -> None:
+    rng = np.random.default_rng(1)
+    same_a, same_b = rng.standard_normal((400, 16)), rng.standard_normal((400, 16))
+    mean, std = metrics.kid_from_features(same_a, same_b, subsets=10, subset_size=200)
+    assert abs(mean) < 3 * std + 1e-3
+    shifted = rng.standard_normal((400, 16)) + 1.0
+    assert metrics.kid_from_features(same_a, shifted, subsets=10, subset_size=200)[0] > 0.1
+
+
+def test_psnr_of_a_known_mse() -> None:
+    x = np.zeros((2, 4, 4, 3))
+    y = np.full((2, 4, 4, 3), 0.1)
+    np.testing.assert_allclose(metrics.mse(x, y), [0.01, 0.01])
+    np.testing.assert_allclose(metrics.psnr(x, y), [20.0, 20.0])
+
+
+def test_ssim_matches_scikit_image() -> None:
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(2)
+    x = rng.random((3, 24, 24, 3))
+    y = np.clip(x + rng.normal(0, 0.1, x.shape), 0, 1)
+    ours = metrics.ssim(x, y)
+    theirs = [
+        structural_similarity(
+            a,
+            b,
+            data_range=1.0,
+            channel_axis=-1,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=True,
+        )
+        for a, b in zip(x, y, strict=True)
+    ]
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6)
+    np.testing.assert_allclose(metrics.ssim(x, x), 1.0)
+
+
+def test_active_units_count_varying_dimensions() -> None:
+    rng = np.random.default_rng(3)
+    z = np.zeros((500, 5))
+    z[:, :3] = rng.standard_normal((500, 3))
+    z[:, 3] = 0.01 * rng.standard_normal(500)  # variance 1e-4: collapsed
+    assert metrics.active_units(z) == 3
+
+
+def test_log_mean_exp_and_bits_per_dim() -> None:
+    a = np.array([[-1000.0, 0.0], [-1000.0, np.log(3.0)]])
+    np.testing.assert_allclose(metrics.log_mean_exp(a, axis=0), [-1000.0, np.log(2.0)])
+    assert metrics.bits_per_dim(np.log(2) * 12, 12, scale_bits=0) == pytest.approx(1.0)
+    assert metrics.bits_per_dim(0.0, 12) == pytest.approx(8.0)
+
+
+@pytest.mark.skipif(
+    metrics.fid_unavailable_reason() is not None, reason="the [fid] extra is not installed"
+)
+def test_fid_network_plumbing_on_real_faces() -> None:
+    """The real FID Inception network: 2048-d features, deterministic, FID of a set with itself ~ 0."""
+    from skimage.data import lfw_subset
+
+    faces = (np.repeat(lfw_subset()[:24, ..., None], 3, axis=-1) * 255).astype(np.uint8)
+    feats = metrics.inception_features(faces, batch_size=12)
+    assert feats.shape == (24, 2048) and np.isfinite(feats).all() and feats.std() > 0
+    np.testing.assert_allclose(
+        metrics.inception_features(faces[:4]), feats[:4], rtol=1e-4, atol=1e-5
+    )
+    assert metrics.fid_from_features(feats, feats) == pytest.approx(0.0, abs=1e-3)
+    noise = np.random.default_rng(0).integers(0, 255, faces.shape, dtype=np.uint8)
+    assert metrics.fid_from_features(metrics.inception_features(noise), feats) > 50
