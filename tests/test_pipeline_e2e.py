@@ -35,6 +35,8 @@ def settings(server_url: str, n_images: int) -> list[str]:
         "train.epochs=2",
         "train.batch_size=8",
         "train.steps_per_execution=1",
+        "evaluate.importance_samples=2",
+        "evaluate.kid_subsets=3",
     ]
 
 
@@ -65,7 +67,7 @@ def test_dvc_repro_runs_the_pipeline_and_exp_run_sets_params(
     )
 
     first = run(["dvc", "repro"], project)
-    assert stages_run(first.stdout) == ["download", "prepare", "train"]
+    assert stages_run(first.stdout) == ["download", "prepare", "train", "evaluate"]
     with np.load(project / "data/prepared/faces.npz") as npz:
         images, split, person = npz["images"], npz["split"], npz["person"]
     assert images.shape == (n, 16, 16, 3) and images.dtype == np.uint8
@@ -84,6 +86,11 @@ def test_dvc_repro_runs_the_pipeline_and_exp_run_sets_params(
     (only,) = mlflow_runs(project)
     assert only.info.status == "FINISHED" and only.data.params["model.latent_dim"] == "4"
     assert len(MlflowClient().get_metric_history(only.info.run_id, "val_loss")) == 2
+    # evaluation wrote DVC metrics and logged the same numbers into the training run
+    metrics = json.loads((project / "reports/metrics.json").read_text())
+    assert only.data.metrics["test_mse"] == metrics["mse"] and metrics["test_images"] > 0
+    assert ("fid" in metrics) != ("fid_skipped" in metrics)
+    assert (project / "reports/evaluation/samples_t1.png").exists()
 
     second = run(["dvc", "repro"], project)
     assert stages_run(second.stdout) == []
@@ -94,7 +101,7 @@ def test_dvc_repro_runs_the_pipeline_and_exp_run_sets_params(
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["model"]["beta"] = 0.5
     (project / "params.yaml").write_text(yaml.safe_dump(params))
-    assert stages_run(run(["dvc", "repro"], project).stdout) == ["train"]
+    assert stages_run(run(["dvc", "repro"], project).stdout) == ["train", "evaluate"]
     params["data"]["prepare"]["crop"] = 70
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     assert stages_run(run(["dvc", "repro", "prepare"], project).stdout) == ["prepare"]
@@ -106,6 +113,6 @@ def test_dvc_repro_runs_the_pipeline_and_exp_run_sets_params(
     run(["git", "add", "-A"], project)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline"], project)
     exp = run(["dvc", "exp", "run", "-S", "model.beta=2"], project)
-    assert stages_run(exp.stdout) == ["train"], exp.stdout
+    assert stages_run(exp.stdout) == ["train", "evaluate"], exp.stdout
     assert yaml.safe_load((project / "params.yaml").read_text())["model"]["beta"] == 2
     assert mlflow_runs(project)[-1].data.params["model.beta"] == "2"
