@@ -42,7 +42,7 @@ def artifact_paths(client: MlflowClient, run_id: str, path: str = "") -> set[str
 def test_a_run_logs_params_epochs_pictures_and_a_loadable_model(
     tiny_cfg, tiny_prepared: Path, tmp_path: Path
 ) -> None:
-    cfg = tiny_cfg("train.epochs=4")
+    cfg = tiny_cfg("train.epochs=4", "train.kl_warmup_epochs=2")
     result = run_training(cfg, tiny_prepared, tmp_path)
     client = client_for(cfg)
     run = client.get_run(result.run_id)
@@ -63,6 +63,12 @@ def test_a_run_logs_params_epochs_pictures_and_a_loadable_model(
         assert [m.step for m in client.get_metric_history(result.run_id, metric)] == [1, 2, 3, 4], (
             metric
         )
+    assert [m.value for m in client.get_metric_history(result.run_id, "beta")] == [
+        0.5,
+        1.0,
+        1.0,
+        1.0,
+    ]  # warm-up
     loss = [m.value for m in client.get_metric_history(result.run_id, "loss")]
     assert loss[-1] < loss[0]  # it learns
     artifacts = artifact_paths(client, result.run_id)
