@@ -93,6 +93,12 @@ def validate_train_config(cfg: DictConfig, image_size: int) -> None:
             t.jit_compile,
             "auto, true or false",
         ),
+        (
+            t.mixed_precision in (False, "bfloat16", "float16"),
+            "train.mixed_precision",
+            t.mixed_precision,
+            "false, bfloat16 or float16",
+        ),
     ]
     for ok, key, value, expected in checks:
         if not ok:
@@ -320,9 +326,7 @@ def train(
 
         tf.config.experimental.enable_op_determinism()
     if cfg.train.mixed_precision:
-        keras.mixed_precision.set_global_policy(
-            "mixed_bfloat16" if cfg.train.mixed_precision == "bfloat16" else "mixed_float16"
-        )
+        keras.mixed_precision.set_global_policy(f"mixed_{cfg.train.mixed_precision}")
     else:
         keras.mixed_precision.set_global_policy("float32")
 

@@ -175,6 +175,8 @@ def test_nan_loss_stops_with_a_clear_message_and_a_failed_run(
         ("train.epochs=-1", "train.epochs=-1"),
         ("model.name=nope", "model.name='nope' is unknown"),
         ("model.widths=[8,16,32,64,128]", "multiple of 32"),
+        ("train.mixed_precision=float8", "train.mixed_precision='float8' is invalid"),
+        ("train.learning_rate=0", "train.learning_rate=0 is invalid"),
     ],
 )
 def test_bad_config_fails_before_training(
