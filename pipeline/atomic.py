@@ -19,6 +19,7 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(final)
     fd, tmp_name = tempfile.mkstemp(
         prefix=f".{final.name}.", suffix=suffix or final.suffix, dir=final.parent
     )
@@ -33,6 +34,15 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def remove_stale(final: Path) -> None:
+    """Temp files a SIGKILLed writer of `final` left behind (one writer per path is assumed)."""
+    for stale in final.parent.glob(f".{final.name}.*"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
 
 
 def _umask() -> int:
@@ -51,6 +61,7 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary directory beside `path`; it replaces `path` only if the block succeeds."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
         yield tmp

@@ -7,6 +7,7 @@ with status 1 instead of a traceback; anything else is a bug and keeps its trace
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import sys
@@ -30,6 +31,16 @@ def exit_on_pipeline_error(fn: Callable[..., Any]) -> Callable[..., Any]:
         except PipelineError as err:
             log.error("%s", err)
             print(f"error: {err}", file=sys.stderr)
+            sys.exit(1)
+        except OSError as err:
+            if err.errno != errno.ENOSPC:
+                raise
+            message = (
+                f"no space left on device writing {err.filename or 'a file'}: free some space and rerun; "
+                "files are written to a temporary name first, so the previous ones are intact"
+            )
+            log.error("%s", message)
+            print(f"error: {message}", file=sys.stderr)
             sys.exit(1)
 
     return wrapper

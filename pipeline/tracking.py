@@ -7,12 +7,14 @@ folder, so the MLflow UI shows a sweep as one expandable group of comparable run
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,7 +32,7 @@ T = TypeVar("T")
 
 def tracking_uri(cfg: DictConfig) -> str:
     uri = str(cfg.tracking_uri)
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+    if uri.startswith("sqlite:///"):  # sqlite:///rel/path or sqlite:////abs/path
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     return uri
 
@@ -47,22 +49,37 @@ def with_retries(fn: Callable[[], T], what: str, tries: int = 8) -> T:
     raise AssertionError("unreachable")
 
 
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """An exclusive lock beside a SQLite store: MLflow creates and migrates its schema on first use,
+    and several sweep jobs starting at once would otherwise race in that migration."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    lock_path = Path(uri.removeprefix("sqlite:///") + ".lock")
+    with open(lock_path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def setup(cfg: DictConfig) -> str:
     """Point MLflow at the configured store and return the experiment id (created if needed)."""
-    mlflow.set_tracking_uri(tracking_uri(cfg))
-    client = MlflowClient()
-    experiment = with_retries(
-        lambda: client.get_experiment_by_name(cfg.experiment), "get experiment"
-    )
-    if experiment is not None:
-        return experiment.experiment_id
-    location = Path(cfg.artifact_location).resolve().as_uri() if cfg.artifact_location else None
-    try:
+    uri = tracking_uri(cfg)
+    mlflow.set_tracking_uri(uri)
+    with store_lock(uri):
+        client = MlflowClient()  # the first client in a process creates/migrates the store
+        experiment = with_retries(
+            lambda: client.get_experiment_by_name(cfg.experiment), "get experiment"
+        )
+        if experiment is not None:
+            return experiment.experiment_id
+        location = Path(cfg.artifact_location).resolve().as_uri() if cfg.artifact_location else None
         return with_retries(
             lambda: client.create_experiment(cfg.experiment, artifact_location=location), "create"
         )
-    except Exception:  # another job created it first
-        return client.get_experiment_by_name(cfg.experiment).experiment_id
 
 
 def flatten(cfg: DictConfig, keys: tuple[str, ...]) -> dict[str, Any]:

@@ -16,6 +16,8 @@ import io
 import json
 import logging
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,6 +168,54 @@ def distribution_scope(cfg: DictConfig) -> Any:
     return contextlib.nullcontext()
 
 
+# --------------------------------------------------------------------------- termination
+
+
+class Terminated(BaseException):  # like KeyboardInterrupt: a request to stop, not an error
+    """SIGTERM arrived: training stops after any checkpoint write in progress has finished."""
+
+
+class TerminationGuard:
+    """SIGTERM (a spot instance reclaimed, `kill`, a scheduler's timeout) stops training at once,
+    except while a checkpoint is being written: then it waits for the write to finish."""
+
+    def __init__(self) -> None:
+        self.writing = False
+        self.pending: int | None = None
+        self.previous: Any = None
+
+    def __enter__(self) -> TerminationGuard:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self.handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+    def handle(self, signum: int, frame: object) -> None:
+        if self.writing:
+            self.pending = signum
+            return
+        raise Terminated(f"stopped by signal {signum}")
+
+    def writing_checkpoint(self) -> Any:
+        guard = self
+
+        class _Writing:
+            def __enter__(self) -> None:
+                guard.writing = True
+
+            def __exit__(self, *exc: object) -> None:
+                guard.writing = False
+                if guard.pending is not None and exc[0] is None:
+                    raise Terminated(
+                        f"stopped by signal {guard.pending} after writing the checkpoint"
+                    )
+
+        return _Writing()
+
+
 # --------------------------------------------------------------------------- checkpoints
 
 
@@ -221,10 +271,16 @@ class EpochEnd(keras.callbacks.Callback):
     """At each epoch's end: NaN check, checkpoint, MLflow metrics, a sample grid, one log line."""
 
     def __init__(
-        self, cfg: DictConfig, ckpt: Checkpoint, n_train: int, fixed_noise: np.ndarray
+        self,
+        cfg: DictConfig,
+        ckpt: Checkpoint,
+        n_train: int,
+        fixed_noise: np.ndarray,
+        guard: TerminationGuard | None = None,
     ) -> None:
         super().__init__()
         self.cfg, self.ckpt, self.n_train, self.fixed_noise = cfg, ckpt, n_train, fixed_noise
+        self.guard = guard or TerminationGuard()
         self.started = self.validation_started = 0.0
 
     def beta_at(self, epoch: int) -> float:
@@ -257,7 +313,8 @@ class EpochEnd(keras.callbacks.Callback):
                 f"(now {self.cfg.train.learning_rate}) or model.beta; the last good checkpoint is kept"
             )
         self.ckpt.epoch, self.ckpt.history = epoch + 1, [*self.ckpt.history, row]
-        self.ckpt.save(self.model)
+        with self.guard.writing_checkpoint():  # SIGTERM now waits until the checkpoint is whole
+            self.ckpt.save(self.model)
         # checkpoint first, then MLflow: a kill in between is reconciled on resume (logged_steps)
         tracking.with_retries(
             lambda: mlflow.log_metrics(
@@ -407,25 +464,26 @@ def train(
                         {k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"]
                     )
 
-        if resumed_from < cfg.train.epochs:
-            steps = math.ceil(len(train_faces.images) / cfg.train.batch_size)
-            vae.fit(
-                training_batches(
-                    train_faces.images,
-                    cfg.train.batch_size,
-                    cfg.train.seed,
-                    resumed_from,
-                    cfg.train.epochs,
-                ),
-                epochs=cfg.train.epochs,
-                initial_epoch=resumed_from,
-                steps_per_epoch=steps,
-                validation_data=batches(val_faces.images, cfg.train.batch_size)
-                if len(val_faces.images)
-                else None,
-                callbacks=[EpochEnd(cfg, ckpt, len(train_faces.images), fixed_noise)],
-                verbose=2,
-            )
+        with TerminationGuard() as guard:
+            if resumed_from < cfg.train.epochs:
+                steps = math.ceil(len(train_faces.images) / cfg.train.batch_size)
+                vae.fit(
+                    training_batches(
+                        train_faces.images,
+                        cfg.train.batch_size,
+                        cfg.train.seed,
+                        resumed_from,
+                        cfg.train.epochs,
+                    ),
+                    epochs=cfg.train.epochs,
+                    initial_epoch=resumed_from,
+                    steps_per_epoch=steps,
+                    validation_data=batches(val_faces.images, cfg.train.batch_size)
+                    if len(val_faces.images)
+                    else None,
+                    callbacks=[EpochEnd(cfg, ckpt, len(train_faces.images), fixed_noise, guard)],
+                    verbose=2,
+                )
         finish(
             cfg,
             vae,
@@ -531,9 +589,13 @@ def main(cfg: DictConfig) -> dict:
             Path(hc.runtime.output_dir) / "reports",
         )
         sweep = (Path(hc.sweep.dir), Path(hc.sweep.dir).name)
-    result = train(
-        cfg, faces, file_digest(path), models_dir, reports_dir, run_name_from_hydra(cfg), sweep
-    )
+    try:
+        result = train(
+            cfg, faces, file_digest(path), models_dir, reports_dir, run_name_from_hydra(cfg), sweep
+        )
+    except Terminated as stop:
+        log.warning("%s; the last checkpoint is whole: rerun the same command to resume", stop)
+        raise SystemExit(128 + signal.SIGTERM) from None
     log.info(
         "run %s finished: %s",
         result.run_id,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -15,6 +16,7 @@ class Route:
     status: int = 200
     drop_after: int | None = None  # close the connection after this many body bytes (once)
     delay_per_chunk_s: float = 0.0  # serve slowly, for kill-during-download tests
+    chunk: int = 1 << 16
     requests: list[dict] = field(default_factory=list)
 
 
@@ -70,12 +72,14 @@ class FileServer:
                     self.wfile.flush()
                     self.close_connection = True
                     return
-                for i in range(0, len(payload), 1 << 16):
+                for i in range(0, len(payload), route.chunk):
                     if route.delay_per_chunk_s:
-                        import time
-
                         time.sleep(route.delay_per_chunk_s)
-                    self.wfile.write(payload[i : i + (1 << 16)])
+                    try:
+                        self.wfile.write(payload[i : i + route.chunk])
+                        self.wfile.flush()
+                    except (BrokenPipeError, ConnectionResetError):  # the client was killed
+                        return
 
             def do_GET(self) -> None:
                 self._serve(head=False)

@@ -79,7 +79,7 @@ def write_tiny_prepared(path: Path, n: int = 96, size: int = 16, seed: int = 0) 
         -((yy[None] - centres[:, :1, None]) ** 2 + (xx[None] - centres[:, 1:, None]) ** 2) / 0.03
     )
     images = np.clip(blob[..., None] * colours[:, None, None, :] * 255, 0, 255).astype(np.uint8)
-    person = np.asarray([f"P{i % 12}" for i in range(n)])
+    person = np.asarray([f"P{i % 12}" for i in range(n)])  # 1/6 test, 1/6 val, 2/3 train
     split = np.where(
         np.isin(person, ["P0", "P1"]),
         "test",
