@@ -34,3 +34,17 @@ def test_unknown_group_option_is_rejected() -> None:
 
     with pytest.raises(MissingConfigException):
         compose_config(["model=does_not_exist"])
+
+
+def test_documented_mlflow_servers_bind_to_localhost() -> None:
+    import re
+
+    from pipeline.config import REPO_ROOT
+
+    commands = [
+        line
+        for line in (REPO_ROOT / "README.md").read_text().splitlines()
+        if re.search(r"^\s*(\.venv/bin/)?mlflow (ui|server)\b", line)
+    ]
+    assert commands, "the README shows how to start the MLflow UI"
+    assert all("--host 127.0.0.1" in line for line in commands), commands
