@@ -300,6 +300,11 @@ def evaluate(cfg: DictConfig, vae: TrainedVAE, faces: Faces, out_dir: Path) -> d
         terms["per_dim_kl"], out_dir / "kl_per_dimension.png"
     )
     wanted = [a for a in e.attributes if a in faces.attribute_names]
+    if len(wanted) < len(e.attributes):
+        log.warning(
+            "no attribute edits for %s: not in the prepared file's attributes",
+            [a for a in e.attributes if a not in wanted],
+        )
     if wanted and len(train.images):
         z_train, _ = predict(vae.encoder, to_float(train.images), e.batch_size)
         rows = []
