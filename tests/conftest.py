@@ -131,3 +131,13 @@ def trained_tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
         cfg, load_faces(prepared), file_digest(prepared), root / "models", root / "reports", "tiny"
     )
     return {"root": root, "cfg": cfg, "run_id": result.run_id, "prepared": prepared}
+
+
+def run_training(cfg: DictConfig, prepared: Path, root: Path, name: str = "test"):
+    """train() on a prepared file, with models and reports under `root`."""
+    from pipeline.dataset import file_digest, load_faces
+    from pipeline.train import train
+
+    return train(
+        cfg, load_faces(prepared), file_digest(prepared), root / "models", root / "reports", name
+    )

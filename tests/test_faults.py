@@ -22,10 +22,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline import train as train_module
-from pipeline.dataset import file_digest, load_faces
 from pipeline.errors import exit_on_pipeline_error
 from pipeline.prepare import prepare
-from tests.conftest import TINY_MODEL
+from tests.conftest import TINY_MODEL, run_training
 from tests.http_server import Route
 from tests.lfw_fixtures import face_jpeg, write_tiny_prepared
 
@@ -224,14 +223,7 @@ def test_sigterm_during_a_checkpoint_write_waits_for_it(tmp_path: Path, tiny_cfg
     try:
         train_module.Checkpoint.save = save_and_get_terminated
         with pytest.raises(train_module.Terminated, match="after writing the checkpoint"):
-            train_module.train(
-                cfg,
-                load_faces(prepared),
-                file_digest(prepared),
-                tmp_path / "models",
-                tmp_path / "reports",
-                "t",
-            )
+            run_training(cfg, prepared, tmp_path)
     finally:
         train_module.Checkpoint.save = original_save
     assert checkpoint_epoch(tmp_path) == 1
@@ -312,24 +304,10 @@ def test_disk_full_writing_a_checkpoint_keeps_the_previous_one(
     monkeypatch.setattr(keras.Model, "save_weights", full_on_second)
     cfg = tiny_cfg("train.epochs=3")
     with pytest.raises(OSError):
-        train_module.train(
-            cfg,
-            load_faces(prepared),
-            file_digest(prepared),
-            tmp_path / "models",
-            tmp_path / "reports",
-            "t",
-        )
+        run_training(cfg, prepared, tmp_path)
     assert checkpoint_epoch(tmp_path) == 1  # epoch 1's checkpoint, whole
     monkeypatch.setattr(keras.Model, "save_weights", real)
-    result = train_module.train(
-        cfg,
-        load_faces(prepared),
-        file_digest(prepared),
-        tmp_path / "models",
-        tmp_path / "reports",
-        "t",
-    )
+    result = run_training(cfg, prepared, tmp_path)
     assert result.resumed_from == 1 and len(result.history) == 3
 
 
@@ -340,27 +318,13 @@ def test_disk_full_logging_an_artifact_fails_the_run_and_resume_finishes(
     monkeypatch.setattr(mlflow, "log_artifact", enospc)
     cfg = tiny_cfg("train.epochs=2", "train.sample_every=1")
     with pytest.raises(OSError):
-        train_module.train(
-            cfg,
-            load_faces(prepared),
-            file_digest(prepared),
-            tmp_path / "models",
-            tmp_path / "reports",
-            "t",
-        )
+        run_training(cfg, prepared, tmp_path)
     mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
     client = MlflowClient()
     (failed,) = client.search_runs([client.get_experiment_by_name("lfw-vae").experiment_id])
     assert failed.info.status == "FAILED"
     monkeypatch.undo()
-    result = train_module.train(
-        cfg,
-        load_faces(prepared),
-        file_digest(prepared),
-        tmp_path / "models",
-        tmp_path / "reports",
-        "t",
-    )
+    result = run_training(cfg, prepared, tmp_path)
     assert (
         result.run_id == failed.info.run_id
         and client.get_run(result.run_id).info.status == "FINISHED"

@@ -11,20 +11,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline import train as train_module
-from pipeline.dataset import file_digest, load_faces
+from pipeline.dataset import file_digest
 from pipeline.errors import PipelineError
-from pipeline.train import Checkpoint, TrainingDiverged, train
-
-
-def run_training(cfg, prepared: Path, tmp_path: Path, name: str = "test"):
-    return train(
-        cfg,
-        load_faces(prepared),
-        file_digest(prepared),
-        tmp_path / "models",
-        tmp_path / "reports",
-        name,
-    )
+from pipeline.train import Checkpoint, TrainingDiverged
+from tests.conftest import run_training
 
 
 def client_for(cfg) -> MlflowClient:
