@@ -157,9 +157,10 @@ def fetch_http(url: str, dest: Path, settings: DownloadSettings) -> Path:
                     raise requests.ConnectionError(f"connection closed at {got} of {total} bytes")
             break
         except (
-            requests.ConnectionError,
+            requests.ConnectionError,  # dropped connections and short bodies
             requests.Timeout,
             requests.exceptions.ChunkedEncodingError,
+            requests.HTTPError,  # 5xx (4xx are raised above as DownloadError)
         ) as err:
             status = getattr(getattr(err, "response", None), "status_code", None)
             if attempt == settings.retries:
@@ -173,14 +174,6 @@ def fetch_http(url: str, dest: Path, settings: DownloadSettings) -> Path:
                 attempt + 1,
                 settings.retries,
                 wait,
-            )
-            time.sleep(wait)
-        except requests.HTTPError as err:  # 5xx: transient
-            if attempt == settings.retries:
-                raise DownloadError(f"{url}: gave up after {attempt + 1} tries ({err})") from err
-            wait = settings.backoff_s * 2**attempt
-            log.warning(
-                "%s: %s; retry %d/%d in %.1fs", url, err, attempt + 1, settings.retries, wait
             )
             time.sleep(wait)
     os.replace(part, dest)

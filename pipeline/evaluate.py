@@ -275,30 +275,23 @@ def evaluate(cfg: DictConfig, vae: TrainedVAE, faces: Faces, out_dir: Path) -> d
         result["fid_skipped"] = reason
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    pictures = {}
     for temperature in e.temperatures:
         faces_t = (
             samples[:64]
             if temperature == 1.0
             else sample_faces(vae.decoder, 64, vae.card["latent_dim"], temperature, e.seed)
         )
-        pictures[f"samples_t{temperature:g}.png"] = save_grid(
-            faces_t, out_dir / f"samples_t{temperature:g}.png"
-        )
-    pictures["reconstructions.png"] = save_grid(
-        np.concatenate([x[:16], recon[:16]]), out_dir / "reconstructions.png", rows=2
-    )
+        save_grid(faces_t, out_dir / f"samples_t{temperature:g}.png")
+    save_grid(np.concatenate([x[:16], recon[:16]]), out_dir / "reconstructions.png", rows=2)
     pairs = min(4, len(x) // 2)
-    pictures["interpolations.png"] = save_grid(
+    save_grid(
         interpolation_grid(
             vae.decoder, z_mean[:pairs], z_mean[pairs : 2 * pairs], e.interpolation_steps
         ),
         out_dir / "interpolations.png",
         rows=pairs,
     )
-    pictures["kl_per_dimension.png"] = kl_plot(
-        terms["per_dim_kl"], out_dir / "kl_per_dimension.png"
-    )
+    kl_plot(terms["per_dim_kl"], out_dir / "kl_per_dimension.png")
     wanted = [a for a in e.attributes if a in faces.attribute_names]
     if len(wanted) < len(e.attributes):
         log.warning(
@@ -314,9 +307,7 @@ def evaluate(cfg: DictConfig, vae: TrainedVAE, faces: Faces, out_dir: Path) -> d
             )
             rows.append(edit_grid(vae.decoder, z_mean[:4], direction, list(e.edit_strengths)))
         grid = np.concatenate(rows)
-        pictures["attribute_edits.png"] = save_grid(
-            grid, out_dir / "attribute_edits.png", rows=len(wanted) * min(4, len(z_mean))
-        )
+        save_grid(grid, out_dir / "attribute_edits.png", rows=len(wanted) * min(4, len(z_mean)))
         result["attribute_edits"] = ", ".join(wanted)
     result["seconds"] = time.perf_counter() - started
     write_text_atomic(out_dir / "metrics.json", json.dumps(result, indent=2) + "\n")

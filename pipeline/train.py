@@ -406,10 +406,9 @@ def train(
             steps_per_execution=cfg.train.steps_per_execution,
             jit_compile=cfg.train.jit_compile,
         )
-        vae.build((None, faces.image_size, faces.image_size, 3))
         vae(
             np.zeros((1, faces.image_size, faces.image_size, 3), np.float32)
-        )  # create every variable
+        )  # build every variable
 
     ckpt_dir = models_dir / "checkpoints" / fingerprint(cfg, data_version)
     ckpt = Checkpoint.load(ckpt_dir) if cfg.train.resume else None
