@@ -186,6 +186,8 @@ class VAE(keras.Model):
 
     def call(self, x: Any, training: bool = False) -> tuple[Any, Any, Any]:
         z_mean, z_log_var = self.encoder(x, training=training)
+        # the noise and z stay float32 under mixed precision; the decoder casts z to its compute dtype
+        z_mean, z_log_var = ops.cast(z_mean, "float32"), ops.cast(z_log_var, "float32")
         eps = keras.random.normal(ops.shape(z_mean), seed=self.noise)
         z = (
             z_mean + ops.exp(0.5 * z_log_var) * eps

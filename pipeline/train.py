@@ -10,6 +10,7 @@ config (train.resume=true): same MLflow run, every epoch's metrics logged exactl
 
 from __future__ import annotations
 
+import copy
 import csv
 import hashlib
 import io
@@ -35,6 +36,7 @@ from pipeline import tracking
 from pipeline.atomic import atomic_dir, atomic_path, write_text_atomic
 from pipeline.dataset import Faces, batches, file_digest, load_faces, to_float, training_batches
 from pipeline.errors import PipelineError, exit_on_pipeline_error
+from pipeline.fused_adam import FusedAdam
 from pipeline.model import VAE, build_model, validate_model_config
 
 log = logging.getLogger(__name__)
@@ -96,10 +98,16 @@ def validate_train_config(cfg: DictConfig, image_size: int) -> None:
             "auto, true or false",
         ),
         (
-            t.mixed_precision in (False, "bfloat16", "float16"),
+            t.mixed_precision in ("auto", False, "bfloat16", "float16"),
             "train.mixed_precision",
             t.mixed_precision,
-            "false, bfloat16 or float16",
+            "auto, false, bfloat16 or float16",
+        ),
+        (
+            t.fused_adam in ("auto", True, False),
+            "train.fused_adam",
+            t.fused_adam,
+            "auto, true or false",
         ),
     ]
     for ok, key, value, expected in checks:
@@ -138,6 +146,55 @@ def describe_device() -> str:
         devices = jax.devices()
         return f"jax: {len(devices)} x {devices[0].device_kind}"
     return backend
+
+
+def cpu_has_bfloat16() -> bool:
+    """AVX-512 BF16 or AMX: bfloat16 matmuls run at about twice the float32 rate (oneDNN)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def gpu_has_bfloat16() -> bool:
+    """Ampere (compute capability 8.0) and newer have bfloat16 tensor cores."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        gpus = [d for d in jax.devices() if d.platform == "gpu"]
+        return bool(gpus) and float(getattr(gpus[0], "compute_capability", "0")) >= 8.0
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        details = tf.config.experimental.get_device_details(gpus[0]) if gpus else {}
+        return details.get("compute_capability", (0, 0)) >= (8, 0)
+    return False
+
+
+def resolve_device_settings(cfg: DictConfig) -> DictConfig:
+    """A copy of cfg with every `auto` speed switch replaced by what this device does best.
+
+    The resolved values are what gets logged and fingerprinted, so a run says what it really did.
+    - mixed_precision: bfloat16 where the hardware has fast bfloat16 (measured on this project's
+      AVX-512 BF16 CPU: seed model 1.75x with the fused optimizer, same validation loss), else off.
+      Weights, optimizer state and the loss stay float32 either way.
+    - fused_adam: on under TensorFlow (one kernel per weight); JAX's XLA step fuses it anyway.
+    """
+    cfg = copy.deepcopy(cfg)
+    t = cfg.train
+    if t.mixed_precision == "auto":
+        on_gpu = gpu_count() > 0
+        fast = (
+            gpu_has_bfloat16()
+            if on_gpu
+            else (keras.backend.backend() == "tensorflow" and cpu_has_bfloat16())
+        )
+        t.mixed_precision = "bfloat16" if fast else False
+    if t.fused_adam == "auto":
+        t.fused_adam = keras.backend.backend() == "tensorflow"
+    return cfg
 
 
 def gpu_count() -> int:
@@ -324,7 +381,7 @@ class EpochEnd(keras.callbacks.Callback):
         )
         every, last = self.cfg.train.sample_every, self.cfg.train.epochs
         if (epoch + 1) % every == 0 or epoch + 1 == last:
-            faces = self.model.decoder.predict(self.fixed_noise, verbose=0)
+            faces = np.asarray(self.model.decoder.predict(self.fixed_noise, verbose=0), np.float32)
             tracking.log_grid(faces, f"samples/epoch_{epoch + 1:03d}.png")
         remaining = (last - epoch - 1) * seconds
         log.info(
@@ -376,6 +433,7 @@ def train(
 ) -> TrainResult:
     """Train (or resume) one configuration; everything it makes goes to MLflow and models_dir."""
     validate_train_config(cfg, faces.image_size)
+    cfg = resolve_device_settings(cfg)
     keras.backend.clear_session()  # a sweep runs jobs in one process: start each from a clean slate
     keras.utils.set_random_seed(cfg.train.seed)
     if cfg.train.deterministic and keras.backend.backend() == "tensorflow":
@@ -402,7 +460,9 @@ def train(
         encoder, decoder = build_model(cfg.model, faces.image_size)
         vae = VAE(encoder, decoder, cfg.model.beta, cfg.model.likelihood, seed=cfg.train.seed)
         vae.compile(
-            optimizer=keras.optimizers.Adam(cfg.train.learning_rate),
+            optimizer=(FusedAdam if cfg.train.fused_adam else keras.optimizers.Adam)(
+                cfg.train.learning_rate
+            ),
             steps_per_execution=cfg.train.steps_per_execution,
             jit_compile=cfg.train.jit_compile,
         )
@@ -503,8 +563,9 @@ def finish(
     reports_dir: Path | None,
 ) -> None:
     """Final artifacts: models (files + MLflow), a reconstructions grid, the loss table."""
-    save_keras(vae.encoder, models_dir / "encoder.keras")
-    save_keras(vae.decoder, models_dir / "decoder.keras")
+    encoder, decoder = float32_networks(cfg, vae, shown.image_size)
+    save_keras(encoder, models_dir / "encoder.keras")
+    save_keras(decoder, models_dir / "decoder.keras")
     # what evaluation needs beside the two networks: the likelihood and its learned σ, and the run
     card = {
         "run_id": mlflow.active_run().info.run_id,
@@ -519,8 +580,8 @@ def finish(
     write_text_atomic(models_dir / "vae.json", json.dumps(card, indent=2) + "\n")
     mlflow.log_dict(card, "vae.json")
     inputs = to_float(shown.images[:16])
-    z_mean, _ = vae.encoder.predict(inputs, verbose=0)
-    outputs = vae.decoder.predict(z_mean, verbose=0)
+    z_mean, _ = encoder.predict(inputs, verbose=0)
+    outputs = decoder.predict(z_mean, verbose=0)
     tracking.log_grid(np.concatenate([inputs, outputs]), "reconstructions.png", rows=2)
 
     from mlflow.models import infer_signature
@@ -529,17 +590,17 @@ def finish(
     x = to_float(shown.images[:2])
     tracking.with_retries(
         lambda: mlflow.keras.log_model(
-            vae.encoder,
+            encoder,
             name="encoder",
-            signature=infer_signature(x, vae.encoder.predict(x, verbose=0)),
+            signature=infer_signature(x, encoder.predict(x, verbose=0)),
         ),
         "log encoder",
     )
     tracking.with_retries(
         lambda: mlflow.keras.log_model(
-            vae.decoder,
+            decoder,
             name="decoder",
-            signature=infer_signature(z, vae.decoder.predict(z, verbose=0)),
+            signature=infer_signature(z, decoder.predict(z, verbose=0)),
             registered_model_name=cfg.tracking.register_model or None,
         ),
         "log decoder",
@@ -552,6 +613,18 @@ def finish(
         )
         write_history_csv(history, reports_dir / "train_history.csv")
     mlflow.log_dict({"epochs": len(history), **final}, "final_metrics.json")
+
+
+def float32_networks(cfg: DictConfig, vae: VAE, image_size: int) -> tuple[keras.Model, keras.Model]:
+    """The trained encoder and decoder as float32 models, whatever precision trained them: saved
+    files then evaluate and generate the same way on every device (and load anywhere)."""
+    if keras.mixed_precision.global_policy().name == "float32":
+        return vae.encoder, vae.decoder
+    keras.mixed_precision.set_global_policy("float32")
+    encoder, decoder = build_model(cfg.model, image_size)
+    encoder.set_weights(vae.encoder.get_weights())
+    decoder.set_weights(vae.decoder.get_weights())
+    return encoder, decoder
 
 
 def run_name_from_hydra(cfg: DictConfig) -> str:

@@ -237,3 +237,38 @@ def test_cli_reports_bad_input_in_one_line(tmp_path: Path) -> None:
     assert (
         "prepared data" in proc.stderr and "Traceback" not in proc.stderr
     )  # no prepared file yet: said first
+
+
+def test_auto_speed_switches_resolve_to_what_the_device_has(tiny_cfg, monkeypatch) -> None:
+    cfg = tiny_cfg()
+    assert cfg.train.mixed_precision == "auto" and cfg.train.fused_adam == "auto"
+    monkeypatch.setattr(train_module, "cpu_has_bfloat16", lambda: True)
+    resolved = train_module.resolve_device_settings(cfg)
+    assert resolved.train.mixed_precision == "bfloat16" and resolved.train.fused_adam is True
+    monkeypatch.setattr(train_module, "cpu_has_bfloat16", lambda: False)
+    assert train_module.resolve_device_settings(cfg).train.mixed_precision is False
+    assert cfg.train.mixed_precision == "auto"  # the caller's config is left as it was
+    explicit = train_module.resolve_device_settings(
+        tiny_cfg("train.mixed_precision=float16", "train.fused_adam=false")
+    )
+    assert explicit.train.mixed_precision == "float16" and explicit.train.fused_adam is False
+
+
+def test_bfloat16_training_logs_what_it_did_and_saves_float32_networks(
+    tiny_cfg, tiny_prepared: Path, tmp_path: Path
+) -> None:
+    import keras
+
+    cfg = tiny_cfg("train.epochs=2", "train.mixed_precision=bfloat16")
+    result = run_training(cfg, tiny_prepared, tmp_path)
+    assert all(np.isfinite(row["loss"]) for row in result.history)
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    params = client_for(cfg).get_run(result.run_id).data.params
+    assert params["train.mixed_precision"] == "bfloat16" and params["train.fused_adam"] == "True"
+    for name in ("encoder", "decoder"):
+        model = keras.models.load_model(tmp_path / f"models/{name}.keras")
+        assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}, name
+    faces = keras.models.load_model(tmp_path / "models/decoder.keras").predict(
+        np.zeros((2, 4), np.float32), verbose=0
+    )
+    assert faces.dtype == np.float32 and np.isfinite(faces).all()
