@@ -1,178 +1,332 @@
-"""Training speed: the notebook's way vs this project's, side by side in one process, same data.
+"""Training speed: the notebook's way vs this project's, side by side on the same data.
 
-    python benchmarks/train_speed.py [--data data/prepared/faces.npz] [--images 2048] [--epochs 2] [--json out.json]
+    python benchmarks/train_speed.py [--data data/prepared/faces.npz] [--epochs 3] [--images 0]
+                                     [--batch-sizes 64,256] [--raw data/raw/lfw-deepfunneled]
+                                     [--json reports/speed.json]
 
-(a) notebook: a float32 NumPy array into model.fit, a Python-side `train_step` with GradientTape
-    (TensorFlow only, as the notebook was), batch 64, seed architecture, Adam defaults.
-(b) ours: pipeline.model.VAE (loss in compute_loss, each backend's compiled step), uint8 data
-    gathered per batch by pipeline.dataset, steps_per_execution from conf/train.
-Also the default `conv` model with (b). The first epoch (tracing, compilation) is excluded from the
-images/s. Prints a table and one JSON line with the device, backend and versions.
+Each measurement runs in its own fresh child process (spawned by this one), so its peak memory
+is its own and no compiled graph or global Keras state leaks from one to the next:
+
+(a) notebook: the seed architecture, a float32 NumPy array of the whole set into model.fit, a
+    Python-side GradientTape `train_step`, Keras Adam, float32, batch 64 (TensorFlow only, as the
+    notebook was).
+(b) ours: pipeline.train's own `compiled_vae` with the config's defaults resolved for this device
+    (fused Adam, bfloat16 compute where the hardware is fast at it, steps_per_execution), uint8
+    data gathered per batch by pipeline.dataset, validation every epoch as training does it.
+    Also the default `conv` model, and --batch-sizes beyond 64.
+
+images/s counts training steps only (the first epoch, which compiles, is reported apart; the
+validation pass is timed apart). After the same epochs every run's weights are scored the same
+way: the float32 negative ELBO on the validation split with fixed noise (lower is better). The
+50-epoch figure is first epoch + 49 steady epochs (validation included) scaled to the full train
+split. With --raw, the prepare stage's decode is timed against the notebook's serial loop.
+Prints a table and one JSON line (device, backend, versions, peak RSS, GPU memory).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import math
+import multiprocessing
 import platform
 import resource
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-import keras
 import numpy as np
-from keras import layers, ops
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pipeline.config import compose_config
-from pipeline.dataset import training_batches
-from pipeline.model import VAE, build_model
-from pipeline.train import describe_device
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 
-class Sampling(layers.Layer):
-    def __init__(self, **kwargs: object) -> None:
-        super().__init__(**kwargs)
-        self.seed_generator = keras.random.SeedGenerator(1337)
-
-    def call(self, inputs: tuple) -> object:
-        z_mean, z_log_var = inputs
-        eps = keras.random.normal(ops.shape(z_mean), seed=self.seed_generator)
-        return z_mean + ops.exp(0.5 * z_log_var) * eps
+# --------------------------------------------------------------------------- child side
 
 
-class NotebookVAE(keras.Model):
+def notebook_model(encoder: Any, decoder: Any) -> Any:
     """The seed notebook's model class: keras.io's VAE with a TensorFlow GradientTape train_step."""
+    import keras
+    import tensorflow as tf
+    from keras import layers, ops
 
-    def __init__(self, encoder: keras.Model, decoder: keras.Model, **kwargs: object) -> None:
-        super().__init__(**kwargs)
-        self.encoder, self.decoder, self.sampling = encoder, decoder, Sampling()
-        self.total_loss_tracker = keras.metrics.Mean(name="total_loss")
+    class Sampling(layers.Layer):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.seed_generator = keras.random.SeedGenerator(1337)
 
-    def train_step(self, data: object) -> dict:
-        import tensorflow as tf
+        def call(self, inputs: tuple) -> Any:
+            z_mean, z_log_var = inputs
+            eps = keras.random.normal(ops.shape(z_mean), seed=self.seed_generator)
+            return z_mean + ops.exp(0.5 * z_log_var) * eps
 
-        with tf.GradientTape() as tape:
-            z_mean, z_log_var = self.encoder(data)
-            reconstruction = self.decoder(self.sampling((z_mean, z_log_var)))
-            reconstruction_loss = ops.mean(
-                ops.sum(keras.losses.binary_crossentropy(data, reconstruction), axis=(1, 2))
-            )
-            kl_loss = -0.5 * (1 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var))
-            total_loss = reconstruction_loss + ops.mean(ops.sum(kl_loss, axis=1))
-        grads = tape.gradient(total_loss, self.trainable_weights)
-        self.optimizer.apply_gradients(zip(grads, self.trainable_weights, strict=True))
-        self.total_loss_tracker.update_state(total_loss)
-        return {"loss": self.total_loss_tracker.result()}
+    class NotebookVAE(keras.Model):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.encoder, self.decoder, self.sampling = encoder, decoder, Sampling()
+            self.total_loss_tracker = keras.metrics.Mean(name="total_loss")
 
+        def train_step(self, data: Any) -> dict:
+            with tf.GradientTape() as tape:
+                z_mean, z_log_var = self.encoder(data)
+                reconstruction = self.decoder(self.sampling((z_mean, z_log_var)))
+                reconstruction_loss = ops.mean(
+                    ops.sum(keras.losses.binary_crossentropy(data, reconstruction), axis=(1, 2))
+                )
+                kl_loss = -0.5 * (1 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var))
+                total_loss = reconstruction_loss + ops.mean(ops.sum(kl_loss, axis=1))
+            grads = tape.gradient(total_loss, self.trainable_weights)
+            self.optimizer.apply_gradients(zip(grads, self.trainable_weights, strict=True))
+            self.total_loss_tracker.update_state(total_loss)
+            return {"loss": self.total_loss_tracker.result()}
 
-class EpochTimer(keras.callbacks.Callback):
-    def __init__(self) -> None:
-        super().__init__()
-        self.seconds: list[float] = []
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self.start = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self.seconds.append(time.perf_counter() - self.start)
-
-
-def images_per_s(n: int, timer: EpochTimer) -> float:
-    steady = timer.seconds[1:] or timer.seconds  # epoch 1 includes tracing and compilation
-    return n / (sum(steady) / len(steady))
+    return NotebookVAE()
 
 
-def notebook_way(images_u8: np.ndarray, epochs: int) -> float:
-    keras.utils.set_random_seed(0)
-    cfg = compose_config(["model=seed"]).model
-    encoder, decoder = build_model(cfg)
-    vae = NotebookVAE(encoder, decoder)
-    vae.compile(optimizer=keras.optimizers.Adam())
-    data = images_u8.astype("float32") / 255.0  # the notebook held the whole set as float32
-    timer = EpochTimer()
-    vae.fit(data, epochs=epochs, batch_size=64, verbose=0, callbacks=[timer])
-    return images_per_s(len(data), timer)
+def validation_loss(cfg: Any, encoder: Any, decoder: Any, val: np.ndarray) -> float:
+    """The same yardstick for every run: float32 -ELBO on the validation split, fixed noise."""
+    import keras
+
+    from pipeline.dataset import batches
+    from pipeline.model import VAE, build_model
+
+    keras.mixed_precision.set_global_policy("float32")
+    enc32, dec32 = build_model(cfg.model)
+    enc32.set_weights(encoder.get_weights())
+    dec32.set_weights(decoder.get_weights())
+    judge = VAE(enc32, dec32, 1.0, cfg.model.likelihood, seed=123)
+    judge.compile()
+    return float(judge.evaluate(batches(val, 256), verbose=0, return_dict=True)["loss"])
 
 
-def our_way(images_u8: np.ndarray, epochs: int, model: str, overrides: list[str]) -> float:
-    cfg = compose_config([f"model={model}", *overrides])
-    keras.utils.set_random_seed(0)
-    vae = VAE(*build_model(cfg.model), cfg.model.beta, cfg.model.likelihood)
-    vae.compile(
-        optimizer=keras.optimizers.Adam(cfg.train.learning_rate),
-        steps_per_execution=cfg.train.steps_per_execution,
-        jit_compile=cfg.train.jit_compile,
+def measure(
+    way: str, model: str, batch: int, data: str, n_images: int, epochs: int, queue: Any
+) -> None:
+    """One measurement in this (fresh) process; puts a result dict on the queue."""
+    import keras
+
+    from pipeline.config import compose_config
+    from pipeline.dataset import batches, load_faces, training_batches
+    from pipeline.train import (
+        compiled_vae,
+        describe_device,
+        resolve_device_settings,
+        set_numerics,
     )
-    timer = EpochTimer()
-    batch = cfg.train.batch_size
-    vae.fit(
-        training_batches(images_u8, batch, 0, 0, epochs),
-        epochs=epochs,
-        steps_per_epoch=math.ceil(len(images_u8) / batch),
-        verbose=0,
-        callbacks=[timer],
+
+    if Path(data).exists():
+        faces = load_faces(data)
+        train, val = faces.subset("train").images, faces.subset("val").images
+        full_train = len(train)
+    else:  # no prepared data: face-sized noise (speed does not depend on content)
+        rng = np.random.default_rng(0)
+        train = rng.integers(0, 256, (n_images or 2048, 64, 64, 3), dtype=np.uint8)
+        val, full_train = train[:256], 10_513
+    train = train[: n_images or None]
+    cfg = resolve_device_settings(
+        compose_config([f"model={model}", f"train.batch_size={batch}", f"train.epochs={epochs}"])
     )
-    return images_per_s(len(images_u8), timer)
+
+    seconds: list[float] = []
+    val_seconds: list[float] = []
+
+    class Timer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self.start, self.in_val = time.perf_counter(), 0.0
+
+        def on_test_begin(self, logs: dict | None = None) -> None:
+            self.val_start = time.perf_counter()
+
+        def on_test_end(self, logs: dict | None = None) -> None:
+            self.in_val += time.perf_counter() - self.val_start
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            seconds.append(time.perf_counter() - self.start)
+            val_seconds.append(self.in_val)
+
+    steps = -(-len(train) // batch)
+    if way == "notebook":
+        from pipeline.model import build_model
+
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(cfg.train.seed)
+        keras.mixed_precision.set_global_policy("float32")
+        encoder, decoder = build_model(cfg.model)
+        vae = notebook_model(encoder, decoder)
+        vae.compile(optimizer=keras.optimizers.Adam(cfg.train.learning_rate))
+        array = train.astype("float32") / 255.0  # the notebook held the whole set as float32
+        vae.fit(array, epochs=epochs, batch_size=batch, verbose=0, callbacks=[Timer()])
+        settings = "float32, Keras Adam, Python train_step, NumPy float32 input"
+    else:
+        set_numerics(cfg)
+        vae = compiled_vae(cfg, 64)
+        encoder, decoder = vae.encoder, vae.decoder
+        vae.fit(
+            training_batches(train, batch, cfg.train.seed, 0, epochs),
+            epochs=epochs,
+            steps_per_epoch=steps,
+            validation_data=batches(val, batch) if len(val) else None,
+            verbose=0,
+            callbacks=[Timer()],
+        )
+        t = cfg.train
+        settings = (
+            f"{t.mixed_precision or 'float32'}, {'fused' if t.fused_adam else 'Keras'} Adam, "
+            f"{t.steps_per_execution} steps/call, XLA {t.jit_compile}, uint8 input"
+        )
+
+    train_s = [s - v for s, v in zip(seconds, val_seconds, strict=True)]
+    steady = train_s[1:] or train_s
+    steady_epoch = sum(seconds[1:] or seconds) / len(seconds[1:] or seconds)
+    scale = full_train / len(train)
+    queue.put(
+        {
+            "way": way,
+            "model": model,
+            "batch_size": batch,
+            "settings": settings,
+            "images_per_s": len(train) / (sum(steady) / len(steady)),
+            "first_epoch_s": seconds[0],
+            "val_pass_s": sum(val_seconds) / len(val_seconds),
+            "baseline_50_epochs_s": (seconds[0] + 49 * steady_epoch) * scale,
+            "val_loss": validation_loss(cfg, encoder, decoder, val) if len(val) else None,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "gpu_peak_mb": gpu_peak_mb(),
+            "device": describe_device(),
+            "backend": keras.backend.backend(),
+            "images": len(train),
+            "epochs": epochs,
+        }
+    )
+
+
+def gpu_peak_mb() -> float | None:
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        gpus = [d for d in jax.devices() if d.platform == "gpu"]
+        stats = gpus[0].memory_stats() if gpus else None
+        return stats["peak_bytes_in_use"] / 2**20 if stats else None
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+    return None
+
+
+# --------------------------------------------------------------------------- parent side
+
+
+def in_child(*args: Any) -> dict:
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    child = ctx.Process(target=measure, args=(*args, queue))
+    child.start()
+    result = queue.get()  # before join: a large result must be read for the child to exit
+    child.join()
+    return result
+
+
+def prepare_speed(raw: Path, limit: int) -> dict:
+    from benchmarks.prepare_speed import notebook_serial
+    from pipeline.prepare import CropSpec, load_faces
+
+    paths = sorted(raw.rglob("*.jpg"))[: limit or None]
+    for path in paths:  # warm the page cache so both read from memory
+        path.read_bytes()
+    t = time.perf_counter()
+    notebook_serial(paths)
+    serial_s = time.perf_counter() - t
+    t = time.perf_counter()
+    load_faces(paths, CropSpec(), workers=0)
+    ours_s = time.perf_counter() - t
+    return {
+        "images": len(paths),
+        "serial_img_per_s": len(paths) / serial_s,
+        "ours_img_per_s": len(paths) / ours_s,
+        "ours_s": ours_s,
+    }
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+
+    found = {}
+    for package in ("keras", "tensorflow", "jax", "jaxlib", "numpy"):
+        with contextlib.suppress(md.PackageNotFoundError):
+            found[package] = md.version(package)
+    return found
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--data", type=Path, default=Path("data/prepared/faces.npz"))
-    parser.add_argument("--images", type=int, default=2048)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default="data/prepared/faces.npz")
+    parser.add_argument("--epochs", type=int, default=3, help="per run; the first is not timed")
+    parser.add_argument("--images", type=int, default=0, help="train images per epoch (0: all)")
+    parser.add_argument("--batch-sizes", default="64", help="ours, seed model: e.g. 64,256,1024")
+    parser.add_argument("--raw", type=Path, help="extracted JPEG folder: also time prepare")
+    parser.add_argument("--prepare-limit", type=int, default=0)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    if args.data.exists():
-        with np.load(args.data) as npz:
-            images = npz["images"][npz["split"] == "train"][: args.images]
-        source = str(args.data)
-    else:  # no prepared data: random faces-sized images (speed does not depend on content)
-        images = np.random.default_rng(0).integers(0, 256, (args.images, 64, 64, 3), dtype=np.uint8)
-        source = "random uint8"
-    rows = {}
-    if keras.backend.backend() == "tensorflow":
-        rows["seed, notebook's way"] = notebook_way(images, args.epochs)
-    rows["seed, ours"] = our_way(images, args.epochs, "seed", [])
-    rows["conv (default), ours"] = our_way(images, args.epochs, "conv", [])
-    import importlib.metadata as md
+    import os
 
-    result = {
-        "device": describe_device(),
-        "backend": keras.backend.backend(),
-        "images": len(images),
-        "data": source,
-        "batch_size": 64,
-        "epochs_timed": args.epochs - 1,
-        "images_per_s": {k: round(v, 1) for k, v in rows.items()},
-        "versions": {
-            p: md.version(p) for p in ("keras", "tensorflow", "jax", "numpy") if _installed(p)
-        },
-        "python": platform.python_version(),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-    }
-    if "seed, notebook's way" in rows:
-        result["seed_speedup_vs_notebook"] = round(
-            rows["seed, ours"] / rows["seed, notebook's way"], 2
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    common = (args.data, args.images, args.epochs)
+    runs = []
+    if backend == "tensorflow":
+        runs.append(in_child("notebook", "seed", 64, *common))
+    runs.append(in_child("ours", "seed", 64, *common))
+    for batch in [int(b) for b in args.batch_sizes.split(",") if int(b) != 64]:
+        runs.append(in_child("ours", "seed", batch, *common))
+    runs.append(in_child("ours", "conv", 64, *common))
+
+    name = {"notebook": "notebook's way", "ours": "ours"}
+    print(f"\ndevice: {runs[0]['device']}   backend: {runs[0]['backend']}   {versions()}")
+    print(f"train images per epoch: {runs[0]['images']}, epochs: {args.epochs} (first not timed)\n")
+    header = f"{'run':34s}{'img/s':>8s}{'1st epoch s':>12s}{'50 ep. min':>11s}{'val -ELBO':>11s}{'RSS MB':>8s}"
+    gpu = any(r["gpu_peak_mb"] for r in runs)
+    print(header + (f"{'GPU MB':>8s}" if gpu else "") + "   settings")
+    for r in runs:
+        label = f"{r['model']}, {name[r['way']]}, batch {r['batch_size']}"
+        val = f"{r['val_loss']:11.1f}" if r["val_loss"] is not None else f"{'-':>11s}"
+        line = (
+            f"{label:34s}{r['images_per_s']:8.1f}{r['first_epoch_s']:12.1f}"
+            f"{r['baseline_50_epochs_s'] / 60:11.1f}{val}{r['peak_rss_mb']:8.0f}"
         )
-    print(f"{'':26s}{'images/s':>10s}")
-    for name, value in rows.items():
-        print(f"{name:26s}{value:10.1f}")
+        if gpu:
+            line += f"{r['gpu_peak_mb'] or 0:8.0f}"
+        print(line + f"   {r['settings']}")
+    result: dict[str, Any] = {
+        "device": runs[0]["device"],
+        "backend": runs[0]["backend"],
+        "versions": versions(),
+        "python": platform.python_version(),
+        "runs": [
+            {k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items()} for r in runs
+        ],
+    }
+    if backend == "tensorflow":
+        result["seed_speedup_vs_notebook"] = round(
+            runs[1]["images_per_s"] / runs[0]["images_per_s"], 2
+        )
+        print(
+            f"\nseed at batch 64: ours / notebook's way = {result['seed_speedup_vs_notebook']:.2f}x"
+        )
+    if args.raw:
+        prep = prepare_speed(args.raw, args.prepare_limit)
+        result["prepare"] = {k: round(v, 2) for k, v in prep.items()}
+        print(
+            f"prepare (decode+crop+resize, {prep['images']} JPEGs): ours {prep['ours_img_per_s']:.0f} img/s "
+            f"({prep['ours_s']:.1f} s) vs serial loop {prep['serial_img_per_s']:.0f} img/s "
+            f"= {prep['ours_img_per_s'] / prep['serial_img_per_s']:.2f}x"
+        )
     print(json.dumps(result))
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")
-
-
-def _installed(package: str) -> bool:
-    import importlib.metadata as md
-
-    try:
-        md.version(package)
-        return True
-    except md.PackageNotFoundError:
-        return False
 
 
 if __name__ == "__main__":

@@ -225,6 +225,33 @@ def distribution_scope(cfg: DictConfig) -> Any:
     return contextlib.nullcontext()
 
 
+def set_numerics(cfg: DictConfig) -> None:
+    """Seeds, op determinism and the precision policy, from a clean Keras state (a sweep runs
+    several jobs in one process)."""
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(cfg.train.seed)
+    if cfg.train.deterministic and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+    policy = f"mixed_{cfg.train.mixed_precision}" if cfg.train.mixed_precision else "float32"
+    keras.mixed_precision.set_global_policy(policy)
+
+
+def compiled_vae(cfg: DictConfig, image_size: int) -> VAE:
+    """The model, optimizer and compiled step that training uses (the benchmark uses it too)."""
+    encoder, decoder = build_model(cfg.model, image_size)
+    vae = VAE(encoder, decoder, cfg.model.beta, cfg.model.likelihood, seed=cfg.train.seed)
+    adam = FusedAdam if cfg.train.fused_adam else keras.optimizers.Adam
+    vae.compile(
+        optimizer=adam(cfg.train.learning_rate),
+        steps_per_execution=cfg.train.steps_per_execution,
+        jit_compile=cfg.train.jit_compile,
+    )
+    vae(np.zeros((1, image_size, image_size, 3), np.float32))  # build every variable
+    return vae
+
+
 # --------------------------------------------------------------------------- termination
 
 
@@ -434,41 +461,25 @@ def train(
     """Train (or resume) one configuration; everything it makes goes to MLflow and models_dir."""
     validate_train_config(cfg, faces.image_size)
     cfg = resolve_device_settings(cfg)
-    keras.backend.clear_session()  # a sweep runs jobs in one process: start each from a clean slate
-    keras.utils.set_random_seed(cfg.train.seed)
-    if cfg.train.deterministic and keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        tf.config.experimental.enable_op_determinism()
-    if cfg.train.mixed_precision:
-        keras.mixed_precision.set_global_policy(f"mixed_{cfg.train.mixed_precision}")
-    else:
-        keras.mixed_precision.set_global_policy("float32")
+    set_numerics(cfg)
 
     train_faces, val_faces = faces.subset("train"), faces.subset("val")
     if len(train_faces.images) == 0:
         raise PipelineError("the prepared file has no train split: check data.prepare.split")
     device = describe_device()
     log.info(
-        "device: %s; %d train / %d val faces",
+        "device: %s; %d train / %d val faces; compute %s, fused Adam %s, %d steps per call, XLA %s",
         device,
         len(train_faces.images),
         len(val_faces.images),
+        cfg.train.mixed_precision or "float32",
+        cfg.train.fused_adam,
+        cfg.train.steps_per_execution,
+        cfg.train.jit_compile,
     )
 
     with distribution_scope(cfg):
-        encoder, decoder = build_model(cfg.model, faces.image_size)
-        vae = VAE(encoder, decoder, cfg.model.beta, cfg.model.likelihood, seed=cfg.train.seed)
-        vae.compile(
-            optimizer=(FusedAdam if cfg.train.fused_adam else keras.optimizers.Adam)(
-                cfg.train.learning_rate
-            ),
-            steps_per_execution=cfg.train.steps_per_execution,
-            jit_compile=cfg.train.jit_compile,
-        )
-        vae(
-            np.zeros((1, faces.image_size, faces.image_size, 3), np.float32)
-        )  # build every variable
+        vae = compiled_vae(cfg, faces.image_size)
 
     ckpt_dir = models_dir / "checkpoints" / fingerprint(cfg, data_version)
     ckpt = Checkpoint.load(ckpt_dir) if cfg.train.resume else None
