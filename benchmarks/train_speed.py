@@ -101,7 +101,7 @@ def validation_loss(cfg: Any, encoder: Any, decoder: Any, val: np.ndarray) -> fl
 
 
 def measure(
-    way: str, model: str, batch: int, data: str, n_images: int, epochs: int, queue: Any
+    way: str, model: str, batch: int, seed: int, data: str, n_images: int, epochs: int, queue: Any
 ) -> None:
     """One measurement in this (fresh) process; puts a result dict on the queue."""
     import keras
@@ -125,7 +125,14 @@ def measure(
         val, full_train = train[:256], 10_513
     train = train[: n_images or None]
     cfg = resolve_device_settings(
-        compose_config([f"model={model}", f"train.batch_size={batch}", f"train.epochs={epochs}"])
+        compose_config(
+            [
+                f"model={model}",
+                f"train.batch_size={batch}",
+                f"train.epochs={epochs}",
+                f"train.seed={seed}",
+            ]
+        )
     )
 
     seconds: list[float] = []
@@ -136,6 +143,7 @@ def measure(
             self.start, self.in_val = time.perf_counter(), 0.0
 
         def on_test_begin(self, logs: dict | None = None) -> None:
+            int(self.model.optimizer.iterations)  # wait for queued train steps: they are not val
             self.val_start = time.perf_counter()
 
         def on_test_end(self, logs: dict | None = None) -> None:
@@ -185,6 +193,7 @@ def measure(
             "way": way,
             "model": model,
             "batch_size": batch,
+            "seed": seed,
             "settings": settings,
             "images_per_s": len(train) / (sum(steady) / len(steady)),
             "first_epoch_s": seconds[0],
@@ -230,12 +239,17 @@ def in_child(*args: Any) -> dict:
     return result
 
 
-def prepare_speed(raw: Path, limit: int) -> dict:
-    from benchmarks.prepare_speed import notebook_serial
-    from pipeline.prepare import CropSpec, load_faces
+def prepare_speed(raw: Path, attributes: Path | None) -> dict:
+    """Decode+crop+resize of every JPEG: ours vs the notebook's serial loop; then the whole
+    prepare stage (join, split, npz, grid) into a temporary folder."""
+    import tempfile
 
-    paths = sorted(raw.rglob("*.jpg"))[: limit or None]
-    for path in paths:  # warm the page cache so both read from memory
+    from benchmarks.prepare_speed import notebook_serial
+    from pipeline.config import compose_config
+    from pipeline.prepare import IMAGES_DIRNAME, CropSpec, load_faces, prepare
+
+    paths = sorted((raw / IMAGES_DIRNAME).rglob("*.jpg"))
+    for path in paths:  # warm the page cache so every variant reads from memory
         path.read_bytes()
     t = time.perf_counter()
     notebook_serial(paths)
@@ -243,11 +257,17 @@ def prepare_speed(raw: Path, limit: int) -> dict:
     t = time.perf_counter()
     load_faces(paths, CropSpec(), workers=0)
     ours_s = time.perf_counter() - t
+    overrides = [f"data.attributes_file={attributes}"] if attributes else ["data.attributes=false"]
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        counts = prepare(compose_config(overrides).data, raw, Path(tmp), Path(tmp))
+        stage_s = time.perf_counter() - t
     return {
-        "images": len(paths),
+        "jpegs": len(paths),
         "serial_img_per_s": len(paths) / serial_s,
         "ours_img_per_s": len(paths) / ours_s,
-        "ours_s": ours_s,
+        "stage_faces": counts["images"],
+        "stage_s": stage_s,
     }
 
 
@@ -267,8 +287,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="per run; the first is not timed")
     parser.add_argument("--images", type=int, default=0, help="train images per epoch (0: all)")
     parser.add_argument("--batch-sizes", default="64", help="ours, seed model: e.g. 64,256,1024")
-    parser.add_argument("--raw", type=Path, help="extracted JPEG folder: also time prepare")
-    parser.add_argument("--prepare-limit", type=int, default=0)
+    parser.add_argument("--seeds", type=int, default=1, help="repeat the seed-model pair")
+    parser.add_argument(
+        "--raw", type=Path, help="data/raw (holding lfw-deepfunneled/): time prepare"
+    )
+    parser.add_argument("--attributes", type=Path, help="lfw_attributes.txt for the prepare stage")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     import os
@@ -276,24 +299,26 @@ def main() -> None:
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     common = (args.data, args.images, args.epochs)
     runs = []
-    if backend == "tensorflow":
-        runs.append(in_child("notebook", "seed", 64, *common))
-    runs.append(in_child("ours", "seed", 64, *common))
+    for seed in range(42, 42 + args.seeds):
+        if backend == "tensorflow":
+            runs.append(in_child("notebook", "seed", 64, seed, *common))
+        runs.append(in_child("ours", "seed", 64, seed, *common))
     for batch in [int(b) for b in args.batch_sizes.split(",") if int(b) != 64]:
-        runs.append(in_child("ours", "seed", batch, *common))
-    runs.append(in_child("ours", "conv", 64, *common))
+        runs.append(in_child("ours", "seed", batch, 42, *common))
+    runs.append(in_child("ours", "conv", 64, 42, *common))
 
     name = {"notebook": "notebook's way", "ours": "ours"}
     print(f"\ndevice: {runs[0]['device']}   backend: {runs[0]['backend']}   {versions()}")
     print(f"train images per epoch: {runs[0]['images']}, epochs: {args.epochs} (first not timed)\n")
-    header = f"{'run':34s}{'img/s':>8s}{'1st epoch s':>12s}{'50 ep. min':>11s}{'val -ELBO':>11s}{'RSS MB':>8s}"
+    header = f"{'run':42s}{'img/s':>8s}{'1st epoch s':>12s}{'50 ep. min':>11s}{'val -ELBO':>11s}{'RSS MB':>8s}"
     gpu = any(r["gpu_peak_mb"] for r in runs)
     print(header + (f"{'GPU MB':>8s}" if gpu else "") + "   settings")
     for r in runs:
         label = f"{r['model']}, {name[r['way']]}, batch {r['batch_size']}"
+        label += f", seed {r['seed']}" if args.seeds > 1 else ""
         val = f"{r['val_loss']:11.1f}" if r["val_loss"] is not None else f"{'-':>11s}"
         line = (
-            f"{label:34s}{r['images_per_s']:8.1f}{r['first_epoch_s']:12.1f}"
+            f"{label:42s}{r['images_per_s']:8.1f}{r['first_epoch_s']:12.1f}"
             f"{r['baseline_50_epochs_s'] / 60:11.1f}{val}{r['peak_rss_mb']:8.0f}"
         )
         if gpu:
@@ -309,19 +334,38 @@ def main() -> None:
         ],
     }
     if backend == "tensorflow":
-        result["seed_speedup_vs_notebook"] = round(
-            runs[1]["images_per_s"] / runs[0]["images_per_s"], 2
-        )
+        summary = {}
+        for way in ("notebook", "ours"):
+            pair = [
+                r
+                for r in runs
+                if r["way"] == way and r["model"] == "seed" and r["batch_size"] == 64
+            ]
+            speed = np.array([r["images_per_s"] for r in pair])
+            loss = np.array([r["val_loss"] for r in pair])
+            summary[way] = {
+                "images_per_s": speed.mean(),
+                "val_loss": loss.mean(),
+                "val_loss_sd": loss.std(),
+            }
+        ratio = summary["ours"]["images_per_s"] / summary["notebook"]["images_per_s"]
+        result["seed_speedup_vs_notebook"] = round(ratio, 2)
+        result["seed_val_loss"] = {w: round(v["val_loss"], 1) for w, v in summary.items()}
+        print(f"\nseed at batch 64: ours / notebook's way = {ratio:.2f}x images/s")
         print(
-            f"\nseed at batch 64: ours / notebook's way = {result['seed_speedup_vs_notebook']:.2f}x"
+            f"val -ELBO after {args.epochs} epochs (mean of {args.seeds} seed(s)): "
+            + ", ".join(
+                f"{w} {v['val_loss']:.1f} ± {v['val_loss_sd']:.1f}" for w, v in summary.items()
+            )
         )
     if args.raw:
-        prep = prepare_speed(args.raw, args.prepare_limit)
+        prep = prepare_speed(args.raw, args.attributes)
         result["prepare"] = {k: round(v, 2) for k, v in prep.items()}
         print(
-            f"prepare (decode+crop+resize, {prep['images']} JPEGs): ours {prep['ours_img_per_s']:.0f} img/s "
-            f"({prep['ours_s']:.1f} s) vs serial loop {prep['serial_img_per_s']:.0f} img/s "
-            f"= {prep['ours_img_per_s'] / prep['serial_img_per_s']:.2f}x"
+            f"prepare: decode+crop+resize of {prep['jpegs']} JPEGs: ours {prep['ours_img_per_s']:.0f} img/s"
+            f" vs the serial loop {prep['serial_img_per_s']:.0f} img/s"
+            f" = {prep['ours_img_per_s'] / prep['serial_img_per_s']:.2f}x;"
+            f" whole stage ({prep['stage_faces']} faces to faces.npz + grid) {prep['stage_s']:.1f} s"
         )
     print(json.dumps(result))
     if args.json:

@@ -91,7 +91,7 @@ def parse_attributes(
             f"{path}:2: {len(names)} attribute names, expected {expected_attributes}"
         )
     keys: list[tuple[str, int]] = []
-    rows: list[list[float]] = []
+    rows: list[list[str]] = []
     seen: dict[tuple[str, int], int] = {}
     for lineno, line in enumerate(lines[2:], start=3):
         if not line.strip():
@@ -103,7 +103,6 @@ def parse_attributes(
             )
         try:
             key = (fields[0].strip().replace(" ", "_"), int(fields[1]))
-            scores = [float(v) for v in fields[2:]]
         except ValueError as err:
             raise PrepareError(f"{path}:{lineno}: not a number ({err})") from err
         if key in seen:
@@ -112,15 +111,22 @@ def parse_attributes(
             )
         seen[key] = lineno
         keys.append(key)
-        rows.append(scores)
+        rows.append(fields[2:])
     if expected_rows and len(keys) != expected_rows:
         raise PrepareError(
             f"{path}: {len(keys)} rows, expected {expected_rows} (truncated download? "
             "delete it and rerun, or set data.expected_attribute_rows)"
         )
-    return Attributes(
-        names, keys, np.asarray(rows, dtype=np.float32).reshape(len(rows), len(names))
-    )
+    try:  # numpy parses the ~1 M numbers in C; only on failure look for the line to name
+        scores = np.array(rows, dtype=np.float32).reshape(len(rows), len(names))
+    except ValueError:
+        for lineno, row in zip(seen.values(), rows, strict=True):
+            try:
+                [float(v) for v in row]
+            except ValueError as err:
+                raise PrepareError(f"{path}:{lineno}: not a number ({err})") from err
+        raise
+    return Attributes(names, keys, scores)
 
 
 # --------------------------------------------------------------------------- images
@@ -129,15 +135,21 @@ def parse_attributes(
 def list_images(root: Path) -> list[tuple[str, int]]:
     """(person, imagenum) of every JPEG under root, sorted."""
     keys = []
-    for path in root.rglob("*.jpg"):
-        match = IMAGE_NAME.match(path.relative_to(root).as_posix())
-        if match:
-            keys.append((match["person"], int(match["num"])))
+    # os.scandir, not Path.rglob: one level of person folders, ~10x faster on 13k files
+    with os.scandir(root) as people:
+        for person in people:
+            if not person.is_dir():
+                continue
+            with os.scandir(person.path) as files:
+                for file in files:
+                    match = IMAGE_NAME.match(f"{person.name}/{file.name}")
+                    if match:
+                        keys.append((match["person"], int(match["num"])))
     return sorted(keys)
 
 
-def image_path(root: Path, key: tuple[str, int]) -> Path:
-    return root / key[0] / f"{key[0]}_{key[1]:04d}.jpg"
+def image_path(root: Path | str, key: tuple[str, int]) -> str:
+    return f"{root}{os.sep}{key[0]}{os.sep}{key[0]}_{key[1]:04d}.jpg"
 
 
 @dataclass(frozen=True)
@@ -157,7 +169,8 @@ def load_face(path: str, spec: CropSpec) -> np.ndarray | str:
                 return f"{path}: is {img.format}, not a JPEG"
             if img.size != (spec.size_in, spec.size_in):
                 return f"{path}: is {img.size[0]}x{img.size[1]}, expected {spec.size_in}x{spec.size_in}"
-            img = img.convert("RGB")
+            if img.mode != "RGB":  # grey or CMYK JPEGs; LFW's are RGB, so no copy is made
+                img = img.convert("RGB")
             box = (spec.crop, spec.crop, spec.size_in - spec.crop, spec.size_in - spec.crop)
             face = img.resize((spec.size, spec.size), RESAMPLE[spec.resample], box=box)
             return np.asarray(face, dtype=np.uint8)
@@ -165,36 +178,52 @@ def load_face(path: str, spec: CropSpec) -> np.ndarray | str:
         return f"{path}: unreadable ({err})"
 
 
-def _load_face_job(args: tuple[str, CropSpec]) -> np.ndarray | str:
-    return load_face(*args)
+def _load_chunk(job: tuple[list[str], CropSpec]) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """Decode a run of files into one array: one pickle per chunk, not per image, crosses
+    back to the parent (which keeps the parent's per-image work, and so its CPU share, small)."""
+    paths, spec = job
+    out = np.zeros((len(paths), spec.size, spec.size, 3), dtype=np.uint8)
+    errors = []
+    for i, path in enumerate(paths):
+        face = load_face(path, spec)
+        if isinstance(face, str):
+            errors.append((i, face))
+        else:
+            out[i] = face
+    return out, errors
 
 
 def load_faces(
-    paths: list[Path], spec: CropSpec, workers: int = 0, bad_images: str = "fail"
+    paths: list[Path] | list[str],
+    spec: CropSpec,
+    workers: int = 0,
+    bad_images: str = "fail",
+    chunk: int = 128,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Decode all faces on `workers` processes. Returns (images, ok mask)."""
     workers = workers or os.cpu_count() or 1
-    jobs = [(str(p), spec) for p in paths]
+    names = [str(p) for p in paths]
+    jobs = [(names[i : i + chunk], spec) for i in range(0, len(names), chunk)]
     images = np.zeros((len(paths), spec.size, spec.size, 3), dtype=np.uint8)
     ok = np.ones(len(paths), dtype=bool)
     errors: list[str] = []
-    chunks = max(1, min(256, len(jobs) // (workers * 8)))
-    if workers > 1 and len(jobs) > 64:
+    if workers > 1 and len(jobs) > 1:
         pool = multiprocessing.get_context("fork").Pool(workers)
-        results = pool.imap(_load_face_job, jobs, chunksize=chunks)
+        results = pool.imap(_load_chunk, jobs)
     else:
-        pool, results = None, map(_load_face_job, jobs)
+        pool, results = None, map(_load_chunk, jobs)
     try:
-        for i, result in enumerate(tqdm(results, total=len(jobs), desc="prepare", unit="img")):
-            if isinstance(result, str):
-                ok[i] = False
-                errors.append(result)
-                if bad_images == "fail":
-                    raise PrepareError(
-                        f"bad image {result}; fix or remove it, or set data.prepare.bad_images=skip"
-                    )
-            else:
-                images[i] = result
+        with tqdm(total=len(paths), desc="prepare", unit="img") as bar:
+            for start, (faces, failed) in zip(range(0, len(names), chunk), results, strict=True):
+                images[start : start + len(faces)] = faces
+                for i, message in failed:
+                    ok[start + i] = False
+                    errors.append(message)
+                    if bad_images == "fail":
+                        raise PrepareError(
+                            f"bad image {message}; fix or remove it, or set data.prepare.bad_images=skip"
+                        )
+                bar.update(len(faces))
     finally:
         if pool is not None:
             pool.terminate()

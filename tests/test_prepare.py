@@ -113,11 +113,16 @@ def test_split_fractions_on_many_people() -> None:
     np.testing.assert_array_equal(again, split[shuffled])  # independent of input order
 
 
-def test_parallel_decoding_equals_serial(lfw_source: dict) -> None:
+def test_parallel_decoding_equals_serial(lfw_source: dict, tmp_path: Path) -> None:
     paths = sorted(lfw_source["dir"].rglob("*.jpg")) * 4
-    serial, _ = load_faces(paths, CropSpec(), workers=1)
-    parallel, _ = load_faces(paths, CropSpec(), workers=2)
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a jpeg")
+    paths.insert(10, bad)  # inside the second of several uneven chunks
+    serial, serial_ok = load_faces(paths, CropSpec(), workers=1, bad_images="skip")
+    parallel, ok = load_faces(paths, CropSpec(), workers=2, bad_images="skip", chunk=7)
     np.testing.assert_array_equal(serial, parallel)
+    assert np.flatnonzero(~ok).tolist() == np.flatnonzero(~serial_ok).tolist() == [10]
+    assert parallel[11].any() and not parallel[10].any()
 
 
 @pytest.mark.parametrize(
