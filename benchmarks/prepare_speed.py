@@ -4,8 +4,8 @@
 
 Both read the same files and produce the same 64x64 crops. The serial loop is the notebook's way
 (open, crop the 80-px margin, resize, one image after another, float32 list); ours is
-pipeline.prepare.load_faces on every core. Also times the whole prepare() (attributes join, split,
-npz + grid) when --attributes is given. Prints a table and JSON.
+pipeline.prepare.load_faces on every core. Prints a table and JSON. (`train_speed.py --raw` runs
+this comparison too, and times the whole prepare stage.)
 """
 
 from __future__ import annotations
