@@ -269,7 +269,10 @@ def prepare_speed(raw: Path, attributes: Path | None) -> dict:
     t = time.perf_counter()
     load_faces(paths, CropSpec(), workers=0)
     ours_s = time.perf_counter() - t
-    overrides = [f"data.attributes_file={attributes}"] if attributes else ["data.attributes=false"]
+    attributes = attributes or raw / "lfw_attributes.txt"  # where the pipeline puts it
+    overrides = (
+        [f"data.attributes_file={attributes}"] if attributes.exists() else ["data.attributes=false"]
+    )
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         counts = prepare(compose_config(overrides).data, raw, Path(tmp), Path(tmp))
@@ -311,7 +314,7 @@ def main() -> None:
     parser.add_argument(
         "--raw", type=Path, help="data/raw (holding lfw-deepfunneled/): time prepare"
     )
-    parser.add_argument("--attributes", type=Path, help="lfw_attributes.txt for the prepare stage")
+    parser.add_argument("--attributes", type=Path, help="default: RAW/lfw_attributes.txt")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     import os
