@@ -86,15 +86,12 @@ def notebook_model(encoder: Any, decoder: Any) -> Any:
 
 def validation_loss(cfg: Any, encoder: Any, decoder: Any, val: np.ndarray) -> float:
     """The same yardstick for every run: float32 -ELBO on the validation split, fixed noise."""
-    import keras
 
     from pipeline.dataset import batches
-    from pipeline.model import VAE, build_model
+    from pipeline.model import VAE
+    from pipeline.train import float32_networks
 
-    keras.mixed_precision.set_global_policy("float32")
-    enc32, dec32 = build_model(cfg.model)
-    enc32.set_weights(encoder.get_weights())
-    dec32.set_weights(decoder.get_weights())
+    enc32, dec32 = float32_networks(cfg.model, encoder, decoder, 64)
     judge = VAE(enc32, dec32, 1.0, cfg.model.likelihood, seed=123)
     judge.compile()
     return float(judge.evaluate(batches(val, 256), verbose=0, return_dict=True)["loss"])

@@ -575,7 +575,7 @@ def finish(
     reports_dir: Path | None,
 ) -> None:
     """Final artifacts: models (files + MLflow), a reconstructions grid, the loss table."""
-    encoder, decoder = float32_networks(cfg, vae, shown.image_size)
+    encoder, decoder = float32_networks(cfg.model, vae.encoder, vae.decoder, shown.image_size)
     save_keras(encoder, models_dir / "encoder.keras")
     save_keras(decoder, models_dir / "decoder.keras")
     # what evaluation needs beside the two networks: the likelihood and its learned σ, and the run
@@ -627,16 +627,21 @@ def finish(
     mlflow.log_dict({"epochs": len(history), **final}, "final_metrics.json")
 
 
-def float32_networks(cfg: DictConfig, vae: VAE, image_size: int) -> tuple[keras.Model, keras.Model]:
-    """The trained encoder and decoder as float32 models, whatever precision trained them: saved
-    files then evaluate and generate the same way on every device (and load anywhere)."""
-    if keras.mixed_precision.global_policy().name == "float32":
-        return vae.encoder, vae.decoder
+def float32_networks(
+    model_cfg: DictConfig, encoder: keras.Model, decoder: keras.Model, image_size: int
+) -> tuple[keras.Model, keras.Model]:
+    """The networks as float32 models, whatever precision trained them: saved files then evaluate
+    and generate the same way on every device (and load anywhere)."""
+    layers = [*encoder.layers, *decoder.layers]
+    if all(layer.dtype_policy.name == "float32" for layer in layers):
+        return encoder, decoder
+    # left at float32 on purpose: training is over, and .keras files loaded later in this process
+    # take layers without an explicit dtype from the global policy
     keras.mixed_precision.set_global_policy("float32")
-    encoder, decoder = build_model(cfg.model, image_size)
-    encoder.set_weights(vae.encoder.get_weights())
-    decoder.set_weights(vae.decoder.get_weights())
-    return encoder, decoder
+    enc32, dec32 = build_model(model_cfg, image_size)
+    enc32.set_weights(encoder.get_weights())
+    dec32.set_weights(decoder.get_weights())
+    return enc32, dec32
 
 
 def run_name_from_hydra(cfg: DictConfig) -> str:
