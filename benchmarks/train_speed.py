@@ -104,7 +104,7 @@ def measure(
     import keras
 
     from pipeline.config import compose_config
-    from pipeline.dataset import batches, load_faces, training_batches
+    from pipeline.dataset import TrainingInput, batches, load_faces
     from pipeline.train import (
         compiled_vae,
         describe_device,
@@ -158,7 +158,6 @@ def measure(
             stepping.append(self.done - self.first)
             setup.append(self.first - self.start)
 
-    steps = -(-len(train) // batch)
     if way == "notebook":
         from pipeline.model import build_model
 
@@ -175,13 +174,13 @@ def measure(
         set_numerics(cfg)
         vae = compiled_vae(cfg, 64)
         encoder, decoder = vae.encoder, vae.decoder
+        feed = TrainingInput(train, batch, cfg.train.seed, epochs)
         vae.fit(
-            training_batches(train, batch, cfg.train.seed, 0, epochs),
+            feed.data,
             epochs=epochs,
-            steps_per_epoch=steps,
             validation_data=batches(val, batch) if len(val) else None,
             verbose=0,
-            callbacks=[Timer()],
+            callbacks=[feed.callback, Timer()],
         )
         t = cfg.train
         settings = (

@@ -1,7 +1,8 @@
-"""Load the prepared file and feed it to Keras: the one seam where TensorFlow-only code lives.
+"""Load the prepared file and feed it to Keras (tf.data on TensorFlow, a PyDataset elsewhere).
 
-Batches are drawn from a per-epoch permutation that depends only on (seed, epoch), so a run
-resumed at epoch k sees exactly the batches an uninterrupted run would have seen. Images stay
+Batches are drawn from a per-epoch permutation that depends only on (seed, epoch), and each epoch
+consumes exactly its own batches, so a run resumed at epoch k sees exactly the batches an
+uninterrupted run would have seen. Images stay
 uint8 in memory (4x smaller than float32) and become float32 in [0, 1] one batch at a time.
 """
 
@@ -10,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -85,18 +88,19 @@ def to_float(images: np.ndarray) -> np.ndarray:
 
 
 class _Batches(keras.utils.PyDataset):
-    """Backend-neutral batches (JAX, torch): one epoch per pass, re-ordered at each epoch's end."""
+    """Backend-neutral batches (JAX, torch): one epoch per pass, in the order of `self.epoch`."""
 
     def __init__(
         self, images: np.ndarray, batch_size: int, seed: int | None, epoch: int = 0
     ) -> None:
         super().__init__()
-        self.images, self.batch_size, self.seed, self.epoch = images, batch_size, seed, epoch
-        self._reorder()
+        self.images, self.batch_size, self.seed = images, batch_size, seed
+        self.set_epoch(epoch)
 
-    def _reorder(self) -> None:
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
         n = len(self.images)
-        self.order = np.arange(n) if self.seed is None else epoch_order(n, self.seed, self.epoch)
+        self.order = np.arange(n) if self.seed is None else epoch_order(n, self.seed, epoch)
 
     def __len__(self) -> int:
         return math.ceil(len(self.images) / self.batch_size)
@@ -104,28 +108,58 @@ class _Batches(keras.utils.PyDataset):
     def __getitem__(self, i: int) -> np.ndarray:
         return to_float(self.images[self.order[i * self.batch_size : (i + 1) * self.batch_size]])
 
-    def on_epoch_end(self) -> None:
-        self.epoch += 1
-        self._reorder()
+
+class TrainingInput:
+    """Shuffled float batches, one finite epoch per pass, the order set at each epoch's start.
+
+    Why finite epochs: with `steps_per_execution > 1`, Keras runs a whole group of steps per call.
+    On one endless stream an epoch whose step count is not a multiple of the group would eat the
+    next epoch's first batches (and the last epoch would starve). On a finite epoch the compiled
+    loop stops at the end of the data, so a last partial group runs only the steps that are left.
+
+    Pass `data` to `fit` (no `steps_per_epoch`) and `callback` among its callbacks: the callback
+    tells the input which epoch begins, so epoch e is always `epoch_order(n, seed, e)`, also after a
+    resume. On TensorFlow the order is a row of a precomputed table picked by an epoch variable.
+    """
+
+    def __init__(self, images: np.ndarray, batch_size: int, seed: int, epochs: int) -> None:
+        self.steps = math.ceil(len(images) / batch_size)
+        if keras.backend.backend() != "tensorflow":
+            self._batches = _Batches(images, batch_size, seed)
+            self.data = self._batches
+            self._set = self._batches.set_epoch
+        else:
+            import tensorflow as tf
+
+            orders = np.stack([epoch_order(len(images), seed, e) for e in range(max(epochs, 1))])
+            table = tf.constant(orders.astype(np.int32))
+            epoch = tf.Variable(0, trainable=False, dtype=tf.int32)
+            # read when each epoch's iterator starts, i.e. after on_epoch_begin has set it
+            order = tf.data.Dataset.range(1).flat_map(
+                lambda _: tf.data.Dataset.from_tensor_slices(tf.gather(table, epoch))
+            )
+            index_batches = order.batch(batch_size).apply(
+                tf.data.experimental.assert_cardinality(self.steps)
+            )
+            self.data = _gather(index_batches, images)
+            self._set = epoch.assign
+        self.callback = _SetEpoch(self._set)
+
+    def epoch(self, epoch: int) -> Iterator[np.ndarray]:
+        """The batches of one epoch, as training sees them (for tests and tools)."""
+        self._set(epoch)
+        if isinstance(self.data, keras.utils.PyDataset):
+            return (self.data[i] for i in range(len(self.data)))
+        return (np.asarray(b) for b in self.data)
 
 
-def training_batches(images: np.ndarray, batch_size: int, seed: int, first_epoch: int, epochs: int):
-    """Shuffled float batches for epochs [first_epoch, epochs): tf.data on TensorFlow, else a PyDataset."""
-    if keras.backend.backend() != "tensorflow":
-        return _Batches(images, batch_size, seed, first_epoch)
-    import tensorflow as tf
+class _SetEpoch(keras.callbacks.Callback):
+    def __init__(self, set_epoch: Callable[[int], Any]) -> None:
+        super().__init__()
+        self.set_epoch = set_epoch
 
-    orders = np.stack(
-        [
-            epoch_order(len(images), seed, e)
-            for e in range(first_epoch, max(epochs, first_epoch + 1))
-        ]
-    )
-    ds = tf.data.Dataset.from_tensor_slices(
-        orders
-    )  # one row per epoch, so batches never straddle epochs
-    ds = ds.flat_map(lambda row: tf.data.Dataset.from_tensor_slices(row).batch(batch_size))
-    return _gather(ds, images)
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.set_epoch(epoch)
 
 
 def batches(images: np.ndarray, batch_size: int):

@@ -26,24 +26,43 @@ LOG_2PI = math.log(2.0 * math.pi)
 # --------------------------------------------------------------------------- architectures
 
 
-def build_seed(latent_dim: int, image_size: int = 64) -> tuple[keras.Model, keras.Model]:
-    """The original notebook's architecture, layer for layer (34,100,416 + 2,169,795 parameters at 128)."""
+FLOAT32_LAYERS = ("latent", "output")
+
+
+def _dtypes(float32_layers: tuple[str, ...] | list[str]) -> tuple[str | None, str | None]:
+    """The dtype of the latent-path layers and of the output layer: "float32" keeps them out of a
+    mixed-precision policy (a no-op under float32), None leaves them to the global policy."""
+    return (
+        "float32" if "latent" in float32_layers else None,
+        "float32" if "output" in float32_layers else None,
+    )
+
+
+def build_seed(
+    latent_dim: int, image_size: int = 64, float32_layers: tuple[str, ...] | list[str] = ()
+) -> tuple[keras.Model, keras.Model]:
+    """The original notebook's architecture, layer for layer (34,100,416 + 2,169,795 parameters at 128).
+
+    `float32_layers` ("latent", "output") only sets those layers' compute dtype (see train.py)."""
+    latent_dtype, output_dtype = _dtypes(float32_layers)
     x = inputs = keras.Input((image_size, image_size, 3), name="image")
     x = layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(x)
     x = layers.Conv2D(64, 3, strides=2, padding="same", activation="relu")(x)
     x = layers.Flatten()(x)
     x = layers.Dense(16 * latent_dim, activation="relu")(x)
-    z_mean = layers.Dense(latent_dim, name="z_mean")(x)
-    z_log_var = layers.Dense(latent_dim, name="z_log_var")(x)
+    z_mean = layers.Dense(latent_dim, name="z_mean", dtype=latent_dtype)(x)
+    z_log_var = layers.Dense(latent_dim, name="z_log_var", dtype=latent_dtype)(x)
     encoder = keras.Model(inputs, [z_mean, z_log_var], name="encoder")
 
     side = image_size // 4
     z = latent = keras.Input((latent_dim,), name="z")
-    z = layers.Dense(side * side * 64, activation="relu")(z)
+    z = layers.Dense(side * side * 64, activation="relu", dtype=latent_dtype)(z)
     z = layers.Reshape((side, side, 64))(z)
     z = layers.Conv2DTranspose(64, 3, strides=2, padding="same", activation="relu")(z)
     z = layers.Conv2DTranspose(32, 3, strides=2, padding="same", activation="relu")(z)
-    outputs = layers.Conv2DTranspose(3, 3, padding="same", activation="sigmoid", name="image")(z)
+    outputs = layers.Conv2DTranspose(
+        3, 3, padding="same", activation="sigmoid", name="image", dtype=output_dtype
+    )(z)
     return encoder, keras.Model(latent, outputs, name="decoder")
 
 
@@ -60,31 +79,35 @@ def build_conv(
     image_size: int = 64,
     batch_norm: bool = False,
     hidden: int = 0,
+    float32_layers: tuple[str, ...] | list[str] = (),
 ) -> tuple[keras.Model, keras.Model]:
     """Default model: strided 4x4 convs (SiLU) halving the image once per width, mirrored on the
     way up, with an optional dense hidden layer on each side of the latent.
 
     Far fewer parameters than `seed` (no 34 M-weight Dense) and more depth where the pixels are.
     """
+    latent_dtype, output_dtype = _dtypes(float32_layers)
     x = inputs = keras.Input((image_size, image_size, 3), name="image")
     for width in widths:
         x = _block(x, width, layers.Conv2D, batch_norm)
     x = layers.Flatten()(x)
     if hidden:
-        x = layers.Dense(hidden, activation="silu")(x)
-    z_mean = layers.Dense(latent_dim, name="z_mean")(x)
-    z_log_var = layers.Dense(latent_dim, name="z_log_var")(x)
+        x = layers.Dense(hidden, activation="silu", dtype=latent_dtype)(x)
+    z_mean = layers.Dense(latent_dim, name="z_mean", dtype=latent_dtype)(x)
+    z_log_var = layers.Dense(latent_dim, name="z_log_var", dtype=latent_dtype)(x)
     encoder = keras.Model(inputs, [z_mean, z_log_var], name="encoder")
 
     side = image_size // 2 ** len(widths)
     z = latent = keras.Input((latent_dim,), name="z")
     if hidden:
-        z = layers.Dense(hidden, activation="silu")(z)
-    z = layers.Dense(side * side * widths[-1], activation="silu")(z)
+        z = layers.Dense(hidden, activation="silu", dtype=latent_dtype)(z)
+    z = layers.Dense(side * side * widths[-1], activation="silu", dtype=latent_dtype)(z)
     z = layers.Reshape((side, side, widths[-1]))(z)
     for width in reversed(widths):
         z = _block(z, width, layers.Conv2DTranspose, batch_norm)
-    outputs = layers.Conv2D(3, 3, padding="same", activation="sigmoid", name="image")(z)
+    outputs = layers.Conv2D(
+        3, 3, padding="same", activation="sigmoid", name="image", dtype=output_dtype
+    )(z)
     return encoder, keras.Model(latent, outputs, name="decoder")
 
 
@@ -110,16 +133,19 @@ def validate_model_config(cfg: Any, image_size: int) -> None:
         )
 
 
-def build_model(cfg: Any, image_size: int = 64) -> tuple[keras.Model, keras.Model]:
+def build_model(
+    cfg: Any, image_size: int = 64, float32_layers: tuple[str, ...] | list[str] = ()
+) -> tuple[keras.Model, keras.Model]:
     validate_model_config(cfg, image_size)
     if cfg.name == "seed":
-        return build_seed(cfg.latent_dim, image_size)
+        return build_seed(cfg.latent_dim, image_size, float32_layers)
     return build_conv(
         cfg.latent_dim,
         list(cfg.widths),
         image_size,
         cfg.get("batch_norm", False),
         cfg.get("hidden", 0),
+        float32_layers,
     )
 
 

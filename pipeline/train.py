@@ -34,10 +34,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline import tracking
 from pipeline.atomic import atomic_dir, atomic_path, write_text_atomic
-from pipeline.dataset import Faces, batches, file_digest, load_faces, to_float, training_batches
+from pipeline.dataset import Faces, TrainingInput, batches, file_digest, load_faces, to_float
 from pipeline.errors import PipelineError, exit_on_pipeline_error
 from pipeline.fused_adam import FusedAdam
-from pipeline.model import VAE, build_model, validate_model_config
+from pipeline.model import FLOAT32_LAYERS, VAE, build_model, validate_model_config
 
 log = logging.getLogger(__name__)
 METRICS = ("loss", "reconstruction", "kl", "val_loss", "val_reconstruction", "val_kl")
@@ -102,6 +102,12 @@ def validate_train_config(cfg: DictConfig, image_size: int) -> None:
             "train.mixed_precision",
             t.mixed_precision,
             "auto, false, bfloat16 or float16",
+        ),
+        (
+            all(g in FLOAT32_LAYERS for g in t.float32_layers),
+            "train.float32_layers",
+            list(t.float32_layers),
+            f"a list of {', '.join(FLOAT32_LAYERS)}",
         ),
         (
             t.fused_adam in ("auto", True, False),
@@ -241,7 +247,7 @@ def set_numerics(cfg: DictConfig) -> None:
 
 def compiled_vae(cfg: DictConfig, image_size: int) -> VAE:
     """The model, optimizer and compiled step that training uses (the benchmark uses it too)."""
-    encoder, decoder = build_model(cfg.model, image_size)
+    encoder, decoder = build_model(cfg.model, image_size, list(cfg.train.float32_layers))
     vae = VAE(encoder, decoder, cfg.model.beta, cfg.model.likelihood, seed=cfg.train.seed)
     adam = FusedAdam if cfg.train.fused_adam else keras.optimizers.Adam
     vae.compile(
@@ -537,22 +543,20 @@ def train(
 
         with TerminationGuard() as guard:
             if resumed_from < cfg.train.epochs:
-                steps = math.ceil(len(train_faces.images) / cfg.train.batch_size)
+                feed = TrainingInput(
+                    train_faces.images, cfg.train.batch_size, cfg.train.seed, cfg.train.epochs
+                )
                 vae.fit(
-                    training_batches(
-                        train_faces.images,
-                        cfg.train.batch_size,
-                        cfg.train.seed,
-                        resumed_from,
-                        cfg.train.epochs,
-                    ),
+                    feed.data,
                     epochs=cfg.train.epochs,
                     initial_epoch=resumed_from,
-                    steps_per_epoch=steps,
                     validation_data=batches(val_faces.images, cfg.train.batch_size)
                     if len(val_faces.images)
                     else None,
-                    callbacks=[EpochEnd(cfg, ckpt, len(train_faces.images), fixed_noise, guard)],
+                    callbacks=[
+                        feed.callback,
+                        EpochEnd(cfg, ckpt, len(train_faces.images), fixed_noise, guard),
+                    ],
                     verbose=2,
                 )
         finish(

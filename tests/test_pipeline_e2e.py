@@ -34,7 +34,6 @@ def settings(server_url: str, n_images: int) -> list[str]:
         "model.latent_dim=4",
         "train.epochs=2",
         "train.batch_size=8",
-        "train.steps_per_execution=1",
         "evaluate.importance_samples=2",
         "evaluate.kid_subsets=3",
     ]
