@@ -68,10 +68,11 @@ ARMS: dict[str, list[str]] = {
 
 def test_features(data: str) -> np.ndarray:
     """Inception features of the test faces, computed once per prepared file (by its digest)."""
-    from pipeline.dataset import file_digest, load_faces
+    from pipeline.checksums import file_sha256
+    from pipeline.dataset import load_faces
     from pipeline.metrics import inception_features
 
-    cache = ROOT / "reports" / "cache" / f"test_inception_{file_digest(data)[:16]}.npy"
+    cache = ROOT / "reports" / "cache" / f"test_inception_{file_sha256(data)[:16]}.npy"
     if cache.exists():
         return np.load(cache)
     feats = inception_features(load_faces(data).subset("test").images)
@@ -86,12 +87,13 @@ def measure(
     import keras
     from keras import ops
 
+    from pipeline.artifacts import float32_networks
     from pipeline.config import compose_config
     from pipeline.dataset import TrainingInput, batches, load_faces, to_float
+    from pipeline.device import resolve_device_settings, set_numerics
     from pipeline.images import to_uint8
     from pipeline.metrics import fid_from_features, inception_features, psnr
-    from pipeline.model import reconstruction_nll
-    from pipeline.train import compiled_vae, float32_networks, resolve_device_settings, set_numerics
+    from pipeline.model import compiled_vae, reconstruction_nll
 
     faces = load_faces(data)
     train, val = faces.subset("train").images, faces.subset("val").images

@@ -4,7 +4,7 @@
 
 Both read the same files and produce the same 64x64 crops. The serial loop is the notebook's way
 (open, crop the 80-px margin, resize, one image after another, float32 list); ours is
-pipeline.prepare.load_faces on every core. Prints a table and JSON. (`train_speed.py --raw` runs
+pipeline.prepare.decode_faces on every core. Prints a table and JSON. (`train_speed.py --raw` runs
 this comparison too, and times the whole prepare stage.)
 """
 
@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pipeline.prepare import CropSpec, load_faces
+from pipeline.prepare import CropSpec, decode_faces
 
 
 def notebook_serial(paths: list[Path]) -> np.ndarray:
@@ -51,7 +51,7 @@ def main() -> None:
     serial = notebook_serial(paths)
     serial_s = time.perf_counter() - t
     t = time.perf_counter()
-    ours, ok = load_faces(paths, CropSpec(), workers=0)
+    ours, ok = decode_faces(paths, CropSpec(), workers=0)
     ours_s = time.perf_counter() - t
     assert ok.all() and ours.shape == (*serial.shape[:1], 64, 64, 3)
     result = {

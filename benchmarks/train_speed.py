@@ -87,9 +87,9 @@ def notebook_model(encoder: Any, decoder: Any) -> Any:
 def validation_loss(cfg: Any, encoder: Any, decoder: Any, val: np.ndarray) -> float:
     """The same yardstick for every run: float32 -ELBO on the validation split, fixed noise."""
 
+    from pipeline.artifacts import float32_networks
     from pipeline.dataset import batches
     from pipeline.model import VAE
-    from pipeline.train import float32_networks
 
     enc32, dec32 = float32_networks(cfg.model, encoder, decoder, 64)
     judge = VAE(enc32, dec32, 1.0, cfg.model.likelihood, seed=123)
@@ -105,12 +105,8 @@ def measure(
 
     from pipeline.config import compose_config
     from pipeline.dataset import TrainingInput, batches, load_faces
-    from pipeline.train import (
-        compiled_vae,
-        describe_device,
-        resolve_device_settings,
-        set_numerics,
-    )
+    from pipeline.device import describe_device, resolve_device_settings, set_numerics
+    from pipeline.model import compiled_vae
 
     if Path(data).exists():
         faces = load_faces(data)
@@ -254,7 +250,8 @@ def prepare_speed(raw: Path, attributes: Path | None) -> dict:
 
     from benchmarks.prepare_speed import notebook_serial
     from pipeline.config import compose_config
-    from pipeline.prepare import IMAGES_DIRNAME, CropSpec, load_faces, prepare
+    from pipeline.lfw import IMAGES_DIRNAME
+    from pipeline.prepare import CropSpec, decode_faces, prepare
 
     paths = sorted((raw / IMAGES_DIRNAME).rglob("*.jpg"))
     for path in paths:  # warm the page cache so every variant reads from memory
@@ -263,7 +260,7 @@ def prepare_speed(raw: Path, attributes: Path | None) -> dict:
     notebook_serial(paths)
     serial_s = time.perf_counter() - t
     t = time.perf_counter()
-    load_faces(paths, CropSpec(), workers=0)
+    decode_faces(paths, CropSpec(), workers=0)
     ours_s = time.perf_counter() - t
     attributes = attributes or raw / "lfw_attributes.txt"  # where the pipeline puts it
     overrides = (

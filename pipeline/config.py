@@ -39,20 +39,21 @@ def write_params(
     compose_and_dump(output, str(conf_dir), None, "config", str(REPO_ROOT), overrides or [])
 
 
+def flatten(d: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}; an empty mapping stays a value of its own."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out.update(flatten(v, key + ".") if isinstance(v, dict) and v else {key: v})
+    return out
+
+
 def params_drift(params_file: Path = PARAMS_FILE, conf_dir: Path = CONF_DIR) -> dict:
     """Keys whose values differ between params.yaml and the composed conf/ (empty when in sync)."""
     composed = OmegaConf.to_container(compose_config(conf_dir=conf_dir))
     written = (
         yaml.safe_load(params_file.read_text(encoding="utf-8")) if params_file.exists() else {}
     )
-
-    def flatten(d: dict, prefix: str = "") -> dict:
-        out = {}
-        for k, v in d.items():
-            key = f"{prefix}{k}"
-            out.update(flatten(v, key + ".") if isinstance(v, dict) and v else {key: v})
-        return out
-
     a, b = flatten(composed), flatten(written or {})
     return {k: (b.get(k), a.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 

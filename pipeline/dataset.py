@@ -8,7 +8,6 @@ uint8 in memory (4x smaller than float32) and become float32 in [0, 1] one batch
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from collections.abc import Callable, Iterator
@@ -67,15 +66,6 @@ def load_faces(path: str | os.PathLike[str]) -> Faces:
         raise PipelineError(
             f"{path} is not a prepared faces file ({err}): rerun the prepare stage"
         ) from err
-
-
-def file_digest(path: str | os.PathLike[str]) -> str:
-    """sha256 of the prepared file: the data version tag of a run."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
@@ -176,9 +166,8 @@ def batches(images: np.ndarray, batch_size: int):
 def _gather(index_batches, images: np.ndarray):
     import tensorflow as tf
 
-    pixels = tf.constant(
-        images
-    )  # uint8 held once by the input pipeline; batches are gathered from it
+    # uint8 held once by the input pipeline; batches are gathered from it
+    pixels = tf.constant(images)
     ds = index_batches.map(
         lambda idx: tf.cast(tf.gather(pixels, idx), tf.float32) / 255.0,
         num_parallel_calls=tf.data.AUTOTUNE,

@@ -21,6 +21,14 @@ class PipelineError(Exception):
     """A problem with input data or configuration that the user can fix."""
 
 
+class DownloadError(PipelineError):
+    """A source failed (network, HTTP status, checksum, archive content)."""
+
+
+class SourceUnavailable(DownloadError):
+    """A source that cannot be used here at all (e.g. Kaggle without credentials)."""
+
+
 def exit_on_pipeline_error(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Decorate a stage's main: a PipelineError becomes one logged line and exit status 1."""
 

@@ -11,96 +11,38 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import hydra
-import keras
 import mlflow
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import metrics, tracking
+from pipeline.artifacts import TrainedVAE, load_local, load_run
 from pipeline.atomic import atomic_path, write_text_atomic
 from pipeline.dataset import Faces, load_faces, to_float
 from pipeline.errors import PipelineError, exit_on_pipeline_error
 from pipeline.images import save_grid, to_uint8
-from pipeline.model import kl_divergence, reconstruction_nll
+from pipeline.latent import (
+    attribute_direction,
+    edit_grid,
+    interpolation_grid,
+    predict,
+    sample_faces,
+)
+from pipeline.model import LOG_2PI, kl_divergence, reconstruction_nll
 
 log = logging.getLogger(__name__)
-LOG_2PI = math.log(2 * math.pi)
-
-
-@dataclass
-class TrainedVAE:
-    encoder: keras.Model
-    decoder: keras.Model
-    card: dict  # vae.json: run_id, likelihood, log_sigma, latent_dim, ...
 
 
 # --------------------------------------------------------------------------- loading
 
 
-def load_keras_model(path: str | Path, what: str) -> keras.Model:
-    """Load a .keras file with Keras's safe mode on: no arbitrary code (Lambda layers) runs."""
-    path = Path(path)
-    if not path.exists():
-        raise PipelineError(
-            f"{what} {path} does not exist: train first (dvc repro train) or give another path"
-        )
-    try:
-        return keras.models.load_model(path, compile=False, safe_mode=True)
-    except ValueError as err:
-        if "safe_mode" in str(err) or "lambda" in str(err).lower():
-            raise PipelineError(
-                f"{path} contains code (a Lambda layer) and was refused: Keras safe mode never "
-                "runs code from a model file; only load such a file if you trust it"
-            ) from err
-        raise PipelineError(f"{path} is not a Keras model file ({err})") from err
-    except (OSError, KeyError) as err:  # zip errors, missing config.json, ...
-        raise PipelineError(
-            f"{path} is not a Keras model file ({type(err).__name__}: {err})"
-        ) from err
-
-
-def load_local(models_dir: Path) -> TrainedVAE:
-    card_path = models_dir / "vae.json"
-    if not card_path.exists():
-        raise PipelineError(f"{card_path} is missing: train first (dvc repro train)")
-    card = json.loads(card_path.read_text())
-    return TrainedVAE(
-        load_keras_model(models_dir / "encoder.keras", "encoder"),
-        load_keras_model(models_dir / "decoder.keras", "decoder"),
-        card,
-    )
-
-
-def load_run(run_id: str, tracking_cfg: DictConfig) -> TrainedVAE:
-    tracking.setup(tracking_cfg)
-    try:
-        mlflow.get_run(run_id)
-    except Exception as err:
-        raise PipelineError(
-            f"MLflow run {run_id!r} does not exist in {tracking_cfg.tracking_uri}: "
-            "copy a run id from `mlflow ui` or `python -m pipeline.compare`"
-        ) from err
-    card = mlflow.artifacts.load_dict(f"runs:/{run_id}/vae.json")
-    return TrainedVAE(
-        mlflow.keras.load_model(f"runs:/{run_id}/encoder"),
-        mlflow.keras.load_model(f"runs:/{run_id}/decoder"),
-        card,
-    )
-
-
 # --------------------------------------------------------------------------- model evaluation
-
-
-def predict(model: keras.Model, x: np.ndarray, batch_size: int) -> Any:
-    return model.predict(x, batch_size=batch_size, verbose=0)
 
 
 def log_normal(z: np.ndarray, mean: np.ndarray, log_var: np.ndarray) -> np.ndarray:
@@ -146,41 +88,6 @@ def likelihood_terms(
     }
 
 
-def sample_faces(
-    decoder: keras.Model,
-    n: int,
-    latent_dim: int,
-    temperature: float,
-    seed: int,
-    batch_size: int = 256,
-) -> np.ndarray:
-    z = (
-        np.random.default_rng(seed).standard_normal((n, latent_dim)).astype(np.float32)
-        * temperature
-    )
-    return np.asarray(predict(decoder, z, batch_size))
-
-
-def attribute_direction(z: np.ndarray, scores: np.ndarray, quantile: float = 0.2) -> np.ndarray:
-    """Mean latent of the faces scoring in the top `quantile` minus that of the bottom `quantile`."""
-    lo, hi = np.quantile(scores, [quantile, 1 - quantile])
-    high, low = z[scores >= hi], z[scores <= lo]
-    if len(high) == 0 or len(low) == 0:
-        raise PipelineError("an attribute needs faces at both ends of its score range")
-    return high.mean(0) - low.mean(0)
-
-
-def resolve_attributes(names: list[str], available: list[str]) -> list[str]:
-    unknown = [n for n in names if n not in available]
-    if unknown:
-        valid = (
-            ", ".join(available)
-            or "(none: the prepared file has no attributes; set data.attributes=true)"
-        )
-        raise PipelineError(f"unknown attribute(s) {unknown}; valid names: {valid}")
-    return list(names)
-
-
 # --------------------------------------------------------------------------- pictures
 
 
@@ -203,21 +110,6 @@ def kl_plot(per_dim_kl: np.ndarray, path: Path) -> Path:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
     return path
-
-
-def interpolation_grid(
-    decoder: keras.Model, z_a: np.ndarray, z_b: np.ndarray, steps: int
-) -> np.ndarray:
-    t = np.linspace(0, 1, steps)[None, :, None]
-    z = (z_a[:, None] * (1 - t) + z_b[:, None] * t).reshape(-1, z_a.shape[-1])
-    return np.asarray(predict(decoder, z.astype(np.float32), 256))
-
-
-def edit_grid(
-    decoder: keras.Model, z: np.ndarray, direction: np.ndarray, strengths: list[float]
-) -> np.ndarray:
-    edits = z[:, None] + np.asarray(strengths)[None, :, None] * direction[None, None]
-    return np.asarray(predict(decoder, edits.reshape(-1, z.shape[-1]).astype(np.float32), 256))
 
 
 # --------------------------------------------------------------------------- the stage

@@ -17,6 +17,7 @@ import keras
 from keras import layers, ops
 
 from pipeline.errors import PipelineError
+from pipeline.fused_adam import FusedAdam
 
 MODELS = ("seed", "conv")
 LIKELIHOODS = ("bce_channel_mean", "bce_sum", "gaussian")
@@ -136,7 +137,7 @@ def validate_model_config(cfg: Any, image_size: int) -> None:
 def build_model(
     cfg: Any, image_size: int = 64, float32_layers: tuple[str, ...] | list[str] = ()
 ) -> tuple[keras.Model, keras.Model]:
-    validate_model_config(cfg, image_size)
+    """Encoder and decoder for a model config (checked beforehand: validate_model_config)."""
     if cfg.name == "seed":
         return build_seed(cfg.latent_dim, image_size, float32_layers)
     return build_conv(
@@ -215,16 +216,14 @@ class VAE(keras.Model):
         # the noise and z stay float32 under mixed precision; the decoder casts z to its compute dtype
         z_mean, z_log_var = ops.cast(z_mean, "float32"), ops.cast(z_log_var, "float32")
         eps = keras.random.normal(ops.shape(z_mean), seed=self.noise)
-        z = (
-            z_mean + ops.exp(0.5 * z_log_var) * eps
-        )  # reparameterisation: gradients flow through μ, σ
+        # reparameterisation: gradients flow through μ, σ
+        z = z_mean + ops.exp(0.5 * z_log_var) * eps
         return self.decoder(z, training=training), z_mean, z_log_var
 
     def loss_terms(self, x: Any, y_pred: tuple[Any, Any, Any]) -> tuple[Any, Any]:
         x_hat, z_mean, z_log_var = y_pred
-        log_sigma = (
-            None if self.log_sigma is None else self.log_sigma.value
-        )  # .value: JAX's stateless step
+        # .value, not the variable: JAX's stateless step swaps values in
+        log_sigma = None if self.log_sigma is None else self.log_sigma.value
         reconstruction = ops.mean(reconstruction_nll(x, x_hat, self.likelihood, log_sigma))
         kl = ops.mean(kl_divergence(ops.cast(z_mean, "float32"), ops.cast(z_log_var, "float32")))
         return reconstruction, kl
@@ -245,3 +244,20 @@ class VAE(keras.Model):
         self.reconstruction_tracker.update_state(reconstruction)
         self.kl_tracker.update_state(kl)
         return self.get_metrics_result()
+
+
+# --------------------------------------------------------------------------- the compiled step
+
+
+def compiled_vae(cfg: Any, image_size: int) -> VAE:
+    """The model, optimizer and compiled step that training uses (the benchmarks use it too)."""
+    encoder, decoder = build_model(cfg.model, image_size, list(cfg.train.float32_layers))
+    vae = VAE(encoder, decoder, cfg.model.beta, cfg.model.likelihood, seed=cfg.train.seed)
+    adam = FusedAdam if cfg.train.fused_adam else keras.optimizers.Adam
+    vae.compile(
+        optimizer=adam(cfg.train.learning_rate),
+        steps_per_execution=cfg.train.steps_per_execution,
+        jit_compile=cfg.train.jit_compile,
+    )
+    vae(ops.zeros((1, image_size, image_size, 3)))  # build every variable
+    return vae

@@ -20,9 +20,11 @@ from typing import Any, TypeVar
 
 import mlflow
 import numpy as np
+from hydra.core.hydra_config import HydraConfig
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.config import flatten
 from pipeline.errors import PipelineError
 from pipeline.images import save_grid
 
@@ -82,20 +84,11 @@ def setup(cfg: DictConfig) -> str:
         )
 
 
-def flatten(cfg: DictConfig, keys: tuple[str, ...]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(v, f"{prefix}.{k}" if prefix else str(k))
-        else:
-            out[prefix] = node
-
+def params(cfg: DictConfig, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The config groups `keys` as flat MLflow params ("model.latent_dim": 128, ...)."""
     container = OmegaConf.to_container(cfg, resolve=True)
-    for key in keys:
-        walk(container.get(key, {}), key)
-    return out
+    flat = flatten({key: container.get(key, {}) for key in keys})
+    return {k: v for k, v in flat.items() if v != {}}  # an empty mapping is no parameter
 
 
 def git_commit() -> str:
@@ -148,3 +141,16 @@ def log_grid(images: np.ndarray, artifact_file: str, rows: int | None = None) ->
 
 def logged_steps(run_id: str, metric: str) -> set[int]:
     return {m.step for m in MlflowClient().get_metric_history(run_id, metric)}
+
+
+def run_name_from_hydra(cfg: DictConfig) -> str:
+    """A run's name: the job's Hydra overrides (what tells sweep jobs apart), else a summary."""
+    try:
+        overrides = HydraConfig.get().overrides.task
+    except ValueError:
+        overrides = []
+    overrides = [o for o in overrides if not o.startswith(("hydra.", "tracking.", "paths."))]
+    return (
+        " ".join(overrides)
+        or f"{cfg.model.name} z{cfg.model.latent_dim} β{cfg.model.beta} e{cfg.train.epochs}"
+    )

@@ -119,7 +119,8 @@ def tiny_overrides(root: Path) -> list[str]:
 @pytest.fixture(scope="session")
 def trained_tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """One tiny model trained once per session (2 epochs), for evaluate and generate tests."""
-    from pipeline.dataset import file_digest, load_faces
+    from pipeline.checksums import file_sha256
+    from pipeline.dataset import load_faces
     from pipeline.train import train
     from tests.lfw_fixtures import write_tiny_prepared
 
@@ -127,16 +128,17 @@ def trained_tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
     prepared = write_tiny_prepared(root / "prepared" / "faces.npz")
     cfg = compose_config([*tiny_overrides(root), "train.epochs=2"])
     result = train(
-        cfg, load_faces(prepared), file_digest(prepared), root / "models", root / "reports", "tiny"
+        cfg, load_faces(prepared), file_sha256(prepared), root / "models", root / "reports", "tiny"
     )
     return {"root": root, "cfg": cfg, "run_id": result.run_id, "prepared": prepared}
 
 
 def run_training(cfg: DictConfig, prepared: Path, root: Path, name: str = "test"):
     """train() on a prepared file, with models and reports under `root`."""
-    from pipeline.dataset import file_digest, load_faces
+    from pipeline.checksums import file_sha256
+    from pipeline.dataset import load_faces
     from pipeline.train import train
 
     return train(
-        cfg, load_faces(prepared), file_digest(prepared), root / "models", root / "reports", name
+        cfg, load_faces(prepared), file_sha256(prepared), root / "models", root / "reports", name
     )

@@ -9,17 +9,11 @@ import numpy as np
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.download import (
-    HTTP_CHUNK,
-    DownloadError,
-    DownloadSettings,
-    content_digest,
-    download_images,
-    fetch_http,
-    kaggle_credentials_present,
-    safe_extract,
-    sha256_file,
-)
+from pipeline.archive import safe_extract
+from pipeline.checksums import content_digest, file_sha256
+from pipeline.download import download_images
+from pipeline.errors import DownloadError
+from pipeline.fetch import HTTP_CHUNK, DownloadSettings, fetch_http, kaggle_credentials_present
 from tests.http_server import Route
 
 FAST = DownloadSettings(timeout_s=5, retries=2, backoff_s=0.01)
@@ -153,7 +147,7 @@ def test_right_checksum_passes(tmp_path: Path, data_cfg: DictConfig, lfw_source:
     cfg = with_sources(
         data_cfg,
         str(lfw_source["archive"]),
-        archive_sha256={"lfw-deepfunneled.tgz": sha256_file(lfw_source["archive"])},
+        archive_sha256={"lfw-deepfunneled.tgz": file_sha256(lfw_source["archive"])},
     )
     assert download_images(cfg, tmp_path / "raw", tmp_path / "dl")["images"] == len(
         lfw_source["keys"]

@@ -9,9 +9,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline import metrics
+from pipeline.artifacts import load_local
 from pipeline.dataset import load_faces
-from pipeline.errors import PipelineError
-from pipeline.evaluate import attribute_direction, evaluate, load_local, load_run, log_to_mlflow
+from pipeline.evaluate import evaluate, log_to_mlflow
 
 
 def test_evaluate_writes_every_metric_and_picture(trained_tiny: dict, tmp_path: Path) -> None:
@@ -62,27 +62,3 @@ def test_evaluate_writes_every_metric_and_picture(trained_tiny: dict, tmp_path: 
         "evaluation/metrics.json",
         "evaluation/attribute_edits.png",
     }
-
-
-def test_evaluate_any_mlflow_run(trained_tiny: dict, tmp_path: Path) -> None:
-    vae = load_run(trained_tiny["run_id"], trained_tiny["cfg"].tracking)
-    assert vae.card["run_id"] == trained_tiny["run_id"] and vae.card["latent_dim"] == 4
-    local = load_local(trained_tiny["root"] / "models")
-    z = np.ones((2, 4), np.float32)
-    np.testing.assert_allclose(
-        vae.decoder.predict(z, verbose=0), local.decoder.predict(z, verbose=0), rtol=1e-5
-    )
-
-
-def test_unknown_run_id_is_one_clear_error(trained_tiny: dict) -> None:
-    with pytest.raises(PipelineError, match=r"MLflow run 'f+' does not exist"):
-        load_run("f" * 32, trained_tiny["cfg"].tracking)
-
-
-def test_attribute_direction_points_along_the_attribute() -> None:
-    rng = np.random.default_rng(0)
-    z = rng.standard_normal((2000, 8))
-    scores = 3 * z[:, 2] + 0.3 * rng.standard_normal(2000)  # the attribute lives in latent dim 2
-    direction = attribute_direction(z, scores)
-    assert np.argmax(np.abs(direction)) == 2 and direction[2] > 2
-    assert np.abs(np.delete(direction, 2)).max() < 0.3

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline import train as train_module
+from pipeline import checkpoint as checkpoint_module
 from pipeline.errors import exit_on_pipeline_error
 from pipeline.prepare import prepare
 from tests.conftest import TINY_MODEL, run_training
@@ -228,7 +228,7 @@ def test_sigterm_stops_cleanly_and_resumes(tmp_path: Path) -> None:
 def test_sigterm_during_a_checkpoint_write_waits_for_it(tmp_path: Path, tiny_cfg) -> None:
     """The handler defers while writing: the signal lands mid-save, the save completes, then it stops."""
     prepared = write_tiny_prepared(tmp_path / "prepared/faces.npz")
-    original_save = train_module.Checkpoint.save
+    original_save = checkpoint_module.Checkpoint.save
 
     def save_and_get_terminated(self, model):
         os.kill(os.getpid(), signal.SIGTERM)  # arrives while the checkpoint is being written
@@ -236,11 +236,11 @@ def test_sigterm_during_a_checkpoint_write_waits_for_it(tmp_path: Path, tiny_cfg
 
     cfg = tiny_cfg("train.epochs=3")
     try:
-        train_module.Checkpoint.save = save_and_get_terminated
-        with pytest.raises(train_module.Terminated, match="after writing the checkpoint"):
+        checkpoint_module.Checkpoint.save = save_and_get_terminated
+        with pytest.raises(checkpoint_module.Terminated, match="after writing the checkpoint"):
             run_training(cfg, prepared, tmp_path)
     finally:
-        train_module.Checkpoint.save = original_save
+        checkpoint_module.Checkpoint.save = original_save
     assert checkpoint_epoch(tmp_path) == 1
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is removed again
 

@@ -4,14 +4,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import keras
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
+from pipeline.artifacts import load_network
 from pipeline.errors import PipelineError
-from pipeline.generate import generate, load_decoder
+from pipeline.generate import generate
 from tests.conftest import tiny_overrides
 
 
@@ -24,8 +24,8 @@ def with_generate(cfg, **kw):
 
 def test_generate_from_a_file_and_from_a_run_id_agree(trained_tiny: dict) -> None:
     cfg = trained_tiny["cfg"]
-    from_file = load_decoder(str(trained_tiny["root"] / "models/decoder.keras"), cfg.tracking)
-    from_run = load_decoder(trained_tiny["run_id"], cfg.tracking)
+    from_file = load_network(str(trained_tiny["root"] / "models/decoder.keras"), cfg.tracking)
+    from_run = load_network(trained_tiny["run_id"], cfg.tracking)
     a, b = generate(cfg, from_file), generate(cfg, from_run)
     assert a.shape == (5, 16, 16, 3)
     np.testing.assert_allclose(a, b, rtol=1e-5)
@@ -38,8 +38,8 @@ def test_generate_from_a_file_and_from_a_run_id_agree(trained_tiny: dict) -> Non
 
 def test_interpolate_and_attribute_modes(trained_tiny: dict) -> None:
     cfg = with_generate(trained_tiny["cfg"], n=2)
-    decoder = load_decoder(str(trained_tiny["root"] / "models/decoder.keras"), cfg.tracking)
-    encoder = load_decoder(
+    decoder = load_network(str(trained_tiny["root"] / "models/decoder.keras"), cfg.tracking)
+    encoder = load_network(
         str(trained_tiny["root"] / "models/encoder.keras"), cfg.tracking, part="encoder"
     )
     assert generate(with_generate(cfg, mode="interpolate", steps=6), decoder).shape == (
@@ -74,35 +74,11 @@ def test_interpolate_and_attribute_modes(trained_tiny: dict) -> None:
     ],
 )
 def test_bad_generate_settings(trained_tiny: dict, key: str, value: object, message: str) -> None:
-    decoder = load_decoder(
+    decoder = load_network(
         str(trained_tiny["root"] / "models/decoder.keras"), trained_tiny["cfg"].tracking
     )
     with pytest.raises(PipelineError, match=message):
         generate(with_generate(trained_tiny["cfg"], **{key: value}), decoder)
-
-
-def test_wrong_kind_of_model_file(trained_tiny: dict, tmp_path: Path) -> None:
-    tracking = trained_tiny["cfg"].tracking
-    with pytest.raises(PipelineError, match="is not a VAE decoder"):
-        load_decoder(str(trained_tiny["root"] / "models/encoder.keras"), tracking)
-    junk = tmp_path / "junk.keras"
-    junk.write_bytes(b"not a zip")
-    with pytest.raises(PipelineError, match="is not a Keras model file"):
-        load_decoder(str(junk), tracking)
-    with pytest.raises(PipelineError, match="does not exist"):
-        load_decoder(str(tmp_path / "missing.keras"), tracking)
-    with pytest.raises(PipelineError, match=r"MLflow run '0+' does not exist"):
-        load_decoder("0" * 32, tracking)
-
-
-def test_model_with_code_is_refused_by_safe_mode(tmp_path: Path, trained_tiny: dict) -> None:
-    inputs = keras.Input((4,))
-    outputs = keras.layers.Lambda(lambda z: z * 2)(
-        inputs
-    )  # arbitrary Python: could do anything on load
-    keras.Model(inputs, outputs).save(tmp_path / "lambda.keras")
-    with pytest.raises(PipelineError, match=r"Lambda layer.*refused"):
-        load_decoder(str(tmp_path / "lambda.keras"), trained_tiny["cfg"].tracking)
 
 
 def test_generate_command_writes_pngs(trained_tiny: dict, tmp_path: Path) -> None:

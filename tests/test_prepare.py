@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.prepare import (
     CropSpec,
     PrepareError,
-    load_faces,
+    decode_faces,
     parse_attributes,
     person_disjoint_split,
     prepare,
@@ -118,8 +118,8 @@ def test_parallel_decoding_equals_serial(lfw_source: dict, tmp_path: Path) -> No
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not a jpeg")
     paths.insert(10, bad)  # inside the second of several uneven chunks
-    serial, serial_ok = load_faces(paths, CropSpec(), workers=1, bad_images="skip")
-    parallel, ok = load_faces(paths, CropSpec(), workers=2, bad_images="skip", chunk=7)
+    serial, serial_ok = decode_faces(paths, CropSpec(), workers=1, bad_images="skip")
+    parallel, ok = decode_faces(paths, CropSpec(), workers=2, bad_images="skip", chunk=7)
     np.testing.assert_array_equal(serial, parallel)
     assert np.flatnonzero(~ok).tolist() == np.flatnonzero(~serial_ok).tolist() == [10]
     assert parallel[11].any() and not parallel[10].any()

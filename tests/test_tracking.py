@@ -35,9 +35,9 @@ def test_sweep_parent_is_created_once(tmp_path: Path) -> None:
     assert parent.data.tags["sweep"] == "sweep-1" and parent.info.status == "FINISHED"
 
 
-def test_flatten_keeps_dotted_keys() -> None:
+def test_params_are_flat_dotted_keys() -> None:
     cfg = compose_config(["model=seed"])
-    flat = tracking.flatten(cfg, ("model", "train"))
+    flat = tracking.params(cfg, ("model", "train"))
     assert (
         flat["model.name"] == "seed"
         and flat["train.batch_size"] == 64

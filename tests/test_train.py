@@ -11,9 +11,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline import train as train_module
-from pipeline.dataset import file_digest
+from pipeline.checkpoint import Checkpoint
+from pipeline.checksums import file_sha256
 from pipeline.errors import PipelineError
-from pipeline.train import Checkpoint, TrainingDiverged
+from pipeline.train import TrainingDiverged
 from tests.conftest import run_training
 
 
@@ -38,7 +39,7 @@ def test_a_run_logs_params_epochs_pictures_and_a_loadable_model(
     run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.params["model.latent_dim"] == "4" and run.data.params["train.epochs"] == "4"
-    assert run.data.tags["data_version"] == file_digest(tiny_prepared)[:16]
+    assert run.data.tags["data_version"] == file_sha256(tiny_prepared)[:16]
     assert run.data.tags["git_commit"] and run.data.tags["device"].startswith("tensorflow")
     for metric in (
         "loss",
@@ -234,24 +235,14 @@ def test_multirun_sweep_makes_grouped_runs(tiny_prepared: Path, tmp_path: Path) 
 def test_cli_reports_bad_input_in_one_line(tmp_path: Path) -> None:
     proc = cli([*tiny_cli_overrides(tmp_path), "model.latent_dim=0"], tmp_path)
     assert proc.returncode == 1
-    assert (
-        "prepared data" in proc.stderr and "Traceback" not in proc.stderr
-    )  # no prepared file yet: said first
+    assert "prepared data" in proc.stderr and "Traceback" not in proc.stderr  # said first
+    from tests.lfw_fixtures import write_tiny_prepared
 
-
-def test_auto_speed_switches_resolve_to_what_the_device_has(tiny_cfg, monkeypatch) -> None:
-    cfg = tiny_cfg()
-    assert cfg.train.mixed_precision == "auto" and cfg.train.fused_adam == "auto"
-    monkeypatch.setattr(train_module, "cpu_has_bfloat16", lambda: True)
-    resolved = train_module.resolve_device_settings(cfg)
-    assert resolved.train.mixed_precision == "bfloat16" and resolved.train.fused_adam is True
-    monkeypatch.setattr(train_module, "cpu_has_bfloat16", lambda: False)
-    assert train_module.resolve_device_settings(cfg).train.mixed_precision is False
-    assert cfg.train.mixed_precision == "auto"  # the caller's config is left as it was
-    explicit = train_module.resolve_device_settings(
-        tiny_cfg("train.mixed_precision=float16", "train.fused_adam=false")
-    )
-    assert explicit.train.mixed_precision == "float16" and explicit.train.fused_adam is False
+    write_tiny_prepared(tmp_path / "prepared/faces.npz")
+    proc = cli([*tiny_cli_overrides(tmp_path), "model.latent_dim=0"], tmp_path)
+    assert proc.returncode == 1
+    assert "model.latent_dim=0" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "mlruns").exists()  # refused before any store was opened
 
 
 def test_bfloat16_training_logs_what_it_did_and_saves_float32_networks(

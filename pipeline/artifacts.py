@@ -1,0 +1,155 @@
+"""A trained VAE as files and MLflow artifacts: its float32 encoder and decoder and its card
+(vae.json: likelihood, learned σ, latent size, run id). Saved atomically; loaded with Keras safe
+mode, so a model file carrying code (a Lambda layer) is refused instead of run."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import mlflow
+from omegaconf import DictConfig
+
+from pipeline import tracking
+from pipeline.atomic import atomic_path, write_text_atomic
+from pipeline.errors import PipelineError
+from pipeline.model import build_model
+
+
+def save_keras(model: keras.Model, path: Path) -> None:
+    with atomic_path(path, suffix=".keras") as tmp:
+        model.save(tmp)
+
+
+def save_vae(
+    model_cfg: DictConfig,
+    encoder: keras.Model,
+    decoder: keras.Model,
+    card: dict,
+    models_dir: Path,
+) -> tuple[keras.Model, keras.Model]:
+    """encoder.keras, decoder.keras (float32, whatever precision trained them) and vae.json in
+    models_dir, each written atomically. Returns the float32 networks that were saved."""
+    encoder, decoder = float32_networks(model_cfg, encoder, decoder, int(card["image_size"]))
+    save_keras(encoder, models_dir / "encoder.keras")
+    save_keras(decoder, models_dir / "decoder.keras")
+    write_text_atomic(models_dir / "vae.json", json.dumps(card, indent=2) + "\n")
+    return encoder, decoder
+
+
+def float32_networks(
+    model_cfg: DictConfig, encoder: keras.Model, decoder: keras.Model, image_size: int
+) -> tuple[keras.Model, keras.Model]:
+    """The networks as float32 models, whatever precision trained them: saved files then evaluate
+    and generate the same way on every device (and load anywhere)."""
+    layers = [*encoder.layers, *decoder.layers]
+    if all(layer.dtype_policy.name == "float32" for layer in layers):
+        return encoder, decoder
+    # left at float32 on purpose: training is over, and .keras files loaded later in this process
+    # take layers without an explicit dtype from the global policy
+    keras.mixed_precision.set_global_policy("float32")
+    enc32, dec32 = build_model(model_cfg, image_size)
+    enc32.set_weights(encoder.get_weights())
+    dec32.set_weights(decoder.get_weights())
+    return enc32, dec32
+
+
+@dataclass
+class TrainedVAE:
+    encoder: keras.Model
+    decoder: keras.Model
+    card: dict  # vae.json: run_id, likelihood, log_sigma, latent_dim, ...
+
+
+def load_keras_model(path: str | Path, what: str) -> keras.Model:
+    """Load a .keras file with Keras's safe mode on: no arbitrary code (Lambda layers) runs."""
+    path = Path(path)
+    if not path.exists():
+        raise PipelineError(
+            f"{what} {path} does not exist: train first (dvc repro train) or give another path"
+        )
+    try:
+        return keras.models.load_model(path, compile=False, safe_mode=True)
+    except ValueError as err:
+        if "safe_mode" in str(err) or "lambda" in str(err).lower():
+            raise PipelineError(
+                f"{path} contains code (a Lambda layer) and was refused: Keras safe mode never "
+                "runs code from a model file; only load such a file if you trust it"
+            ) from err
+        raise PipelineError(f"{path} is not a Keras model file ({err})") from err
+    except (OSError, KeyError) as err:  # zip errors, missing config.json, ...
+        raise PipelineError(
+            f"{path} is not a Keras model file ({type(err).__name__}: {err})"
+        ) from err
+
+
+def load_local(models_dir: Path) -> TrainedVAE:
+    card_path = models_dir / "vae.json"
+    if not card_path.exists():
+        raise PipelineError(f"{card_path} is missing: train first (dvc repro train)")
+    card = json.loads(card_path.read_text())
+    return TrainedVAE(
+        load_keras_model(models_dir / "encoder.keras", "encoder"),
+        load_keras_model(models_dir / "decoder.keras", "decoder"),
+        card,
+    )
+
+
+def load_run(run_id: str, tracking_cfg: DictConfig) -> TrainedVAE:
+    tracking.setup(tracking_cfg)
+    try:
+        mlflow.get_run(run_id)
+    except Exception as err:
+        raise PipelineError(
+            f"MLflow run {run_id!r} does not exist in {tracking_cfg.tracking_uri}: "
+            "copy a run id from `mlflow ui` or `python -m pipeline.compare`"
+        ) from err
+    card = mlflow.artifacts.load_dict(f"runs:/{run_id}/vae.json")
+    return TrainedVAE(
+        mlflow.keras.load_model(f"runs:/{run_id}/encoder"),
+        mlflow.keras.load_model(f"runs:/{run_id}/decoder"),
+        card,
+    )
+
+
+RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def load_network(ref: str, tracking_cfg: DictConfig, part: str = "decoder") -> keras.Model:
+    """The decoder or encoder from a .keras file, an MLflow run id, runs:/ or models:/ URI."""
+    if RUN_ID.match(ref):
+        ref = f"runs:/{ref}/{part}"
+    if ref.startswith(("runs:/", "models:/")):
+        tracking.setup(tracking_cfg)
+        if ref.startswith("runs:/"):
+            run_id = ref.removeprefix("runs:/").split("/")[0]
+            try:
+                mlflow.get_run(run_id)
+            except Exception as err:
+                raise PipelineError(
+                    f"MLflow run {run_id!r} does not exist in {tracking_cfg.tracking_uri}"
+                ) from err
+        try:
+            model = mlflow.keras.load_model(ref)
+        except Exception as err:
+            raise PipelineError(
+                f"could not load {ref} from {tracking_cfg.tracking_uri}: {err}"
+            ) from err
+    else:
+        model = load_keras_model(ref, part)
+    check_kind(model, ref, part)
+    return model
+
+
+def check_kind(model: keras.Model, ref: str, part: str) -> None:
+    """A decoder maps (latent,) → (H, W, 3); an encoder maps (H, W, 3) → [μ, log σ²]."""
+    inputs = model.inputs[0].shape
+    outputs = model.outputs
+    is_decoder = len(inputs) == 2 and len(outputs) == 1 and len(outputs[0].shape) == 4
+    is_encoder = len(inputs) == 4 and len(outputs) == 2
+    if (part == "decoder" and not is_decoder) or (part == "encoder" and not is_encoder):
+        shape = ", ".join(str(tuple(o.shape)) for o in outputs)
+        raise PipelineError(f"{ref} is not a VAE {part}: it maps {tuple(inputs)} to {shape}")

@@ -1,0 +1,122 @@
+"""Checkpoints of a training in progress, and what may interrupt one.
+
+A checkpoint (models/checkpoints/<fingerprint>/) holds the weights with the optimizer's slots, the
+noise generator's state and the history, written atomically at each epoch's end; the fingerprint
+says which config and data it belongs to. SIGTERM waits for a checkpoint write in progress.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.atomic import atomic_dir
+
+
+def fingerprint(cfg: DictConfig, data_version: str) -> str:
+    """What makes two trainings the same: model and train settings (not resume) plus the data."""
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    settings["train"] = {k: v for k, v in settings["train"].items() if k != "resume"}
+    blob = json.dumps(
+        {"model": settings["model"], "train": settings["train"], "data": data_version},
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class Terminated(BaseException):  # like KeyboardInterrupt: a request to stop, not an error
+    """SIGTERM arrived: training stops after any checkpoint write in progress has finished."""
+
+
+class TerminationGuard:
+    """SIGTERM (a spot instance reclaimed, `kill`, a scheduler's timeout) stops training at once,
+    except while a checkpoint is being written: then it waits for the write to finish."""
+
+    def __init__(self) -> None:
+        self.writing = False
+        self.pending: int | None = None
+        self.previous: Any = None
+
+    def __enter__(self) -> TerminationGuard:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self.handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+    def handle(self, signum: int, frame: object) -> None:
+        if self.writing:
+            self.pending = signum
+            return
+        raise Terminated(f"stopped by signal {signum}")
+
+    def writing_checkpoint(self) -> Any:
+        guard = self
+
+        class _Writing:
+            def __enter__(self) -> None:
+                guard.writing = True
+
+            def __exit__(self, *exc: object) -> None:
+                guard.writing = False
+                if guard.pending is not None and exc[0] is None:
+                    raise Terminated(
+                        f"stopped by signal {guard.pending} after writing the checkpoint"
+                    )
+
+        return _Writing()
+
+
+@dataclass
+class Checkpoint:
+    """models/checkpoints/<fingerprint>/: weights with optimizer slots, and the history so far."""
+
+    folder: Path
+    epoch: int = 0
+    run_id: str | None = None
+    history: list[dict] = field(default_factory=list)
+    noise_state: list[int] | None = None
+
+    def save(self, model: keras.Model) -> None:
+        # a kill mid-write leaves the previous checkpoint whole
+        with atomic_dir(self.folder) as tmp:
+            model.save_weights(tmp / "model.weights.h5")  # Keras 3 stores the optimizer's slots too
+            # the reparameterisation noise's RNG state is not a weight: keep it so a resume is exact
+            noise = np.asarray(model.noise.state.numpy()).tolist()
+            (tmp / "state.json").write_text(
+                json.dumps(
+                    {
+                        "epoch": self.epoch,
+                        "run_id": self.run_id,
+                        "history": self.history,
+                        "noise_state": noise,
+                    }
+                )
+            )
+
+    @classmethod
+    def load(cls, folder: Path) -> Checkpoint | None:
+        try:
+            state = json.loads((folder / "state.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return cls(
+            folder, state["epoch"], state["run_id"], state["history"], state.get("noise_state")
+        )
+
+    def restore(self, model: keras.Model) -> None:
+        model.optimizer.build(model.trainable_variables)  # slots must exist to receive their values
+        model.load_weights(self.folder / "model.weights.h5")
+        if self.noise_state is not None:
+            model.noise.state.assign(np.asarray(self.noise_state, dtype=model.noise.state.dtype))

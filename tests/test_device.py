@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+from pipeline import device
+
+
+def test_auto_speed_switches_resolve_to_what_the_device_has(tiny_cfg, monkeypatch) -> None:
+    cfg = tiny_cfg()
+    assert cfg.train.mixed_precision == "auto" and cfg.train.fused_adam == "auto"
+    monkeypatch.setattr(device, "cpu_has_bfloat16", lambda: True)
+    resolved = device.resolve_device_settings(cfg)
+    assert resolved.train.mixed_precision == "bfloat16" and resolved.train.fused_adam is True
+    monkeypatch.setattr(device, "cpu_has_bfloat16", lambda: False)
+    assert device.resolve_device_settings(cfg).train.mixed_precision is False
+    assert cfg.train.mixed_precision == "auto"  # the caller's config is left as it was
+    explicit = device.resolve_device_settings(
+        tiny_cfg("train.mixed_precision=float16", "train.fused_adam=false")
+    )
+    assert explicit.train.mixed_precision == "float16" and explicit.train.fused_adam is False
