@@ -7,14 +7,16 @@ their first bytes.
 
 from __future__ import annotations
 
+import errno
 import re
 import shutil
 import stat
 import tarfile
 import zipfile
+import zlib
 from pathlib import Path
 
-from pipeline.errors import DownloadError
+from pipeline.errors import DownloadError, PipelineError
 
 CHUNK = 1 << 20
 
@@ -70,14 +72,21 @@ def _extract_tar(archive: Path, dest: Path, max_bytes: int) -> None:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 src = tar.extractfile(member)
                 assert src is not None
-                with open(target, "wb") as out:
-                    shutil.copyfileobj(src, out, CHUNK)
-    except (tarfile.TarError, EOFError, OSError) as err:
+                _write(src, target)
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
         if isinstance(err, DownloadError):
             raise
-        raise DownloadError(
-            f"{archive} is truncated or corrupt ({type(err).__name__}: {err}); it was deleted, rerun to fetch it again"
-        ) from err
+        raise _unpack_error(archive, err) from err
+
+
+def _write(src: object, target: Path) -> None:
+    try:
+        with open(target, "wb") as out:
+            shutil.copyfileobj(src, out, CHUNK)
+    except OSError as err:
+        if err.filename is None:  # a failed write() names no file: name the one being written
+            err.filename = str(target)
+        raise
 
 
 def _extract_zip(archive: Path, dest: Path, max_bytes: int) -> None:
@@ -86,8 +95,9 @@ def _extract_zip(archive: Path, dest: Path, max_bytes: int) -> None:
             infos = zf.infolist()
             for info in infos:
                 _check_member_name(info.filename, archive)
-                mode = info.external_attr >> 16
-                if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                # no file-type bits (ZipFile.writestr, Windows tools) means a plain file
+                kind = stat.S_IFMT(info.external_attr >> 16)
+                if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
                     raise DownloadError(
                         f"{archive}: refusing link or special member {info.filename!r}"
                     )
@@ -102,12 +112,33 @@ def _extract_zip(archive: Path, dest: Path, max_bytes: int) -> None:
                     target.mkdir(parents=True, exist_ok=True)
                     continue
                 target.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, open(target, "wb") as out:
-                    shutil.copyfileobj(src, out, CHUNK)
-    except (zipfile.BadZipFile, EOFError, OSError) as err:
-        raise DownloadError(
-            f"{archive} is truncated or corrupt ({err}); it was deleted, rerun to fetch it again"
-        ) from err
+                with zf.open(info) as src:
+                    _write(src, target)
+    except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as err:
+        if isinstance(err, DownloadError):
+            raise
+        raise _unpack_error(archive, err) from err
+
+
+# errors of this machine, not of the archive: the archive is kept and the run stops
+MACHINE_ERRNOS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file too large for this machine's file-size limit",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+}
+
+
+def _unpack_error(archive: Path, err: BaseException) -> PipelineError:
+    if isinstance(err, OSError) and err.errno in MACHINE_ERRNOS:
+        where = f" writing {err.filename}" if err.filename else ""
+        return PipelineError(
+            f"unpacking {archive} failed: {MACHINE_ERRNOS[err.errno]}{where}; the archive is "
+            "intact and kept: fix the machine (free space, limits, permissions) and rerun"
+        )
+    return DownloadError(f"{archive} is truncated or corrupt ({type(err).__name__}: {err})")
 
 
 def safe_extract(archive: Path, dest: Path, max_bytes: int) -> None:

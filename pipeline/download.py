@@ -90,38 +90,49 @@ def materialise(
     expected_images: int | None,
     expected_digest: str | None,
 ) -> dict:
-    """Fetch one source and move its verified images to `out_dir`. Raises DownloadError."""
+    """Fetch one source and move its verified images to `out_dir`. Raises DownloadError.
+
+    An archive in the download cache that fails any check (checksum, archive format, layout, count,
+    digest) is removed, so a rerun fetches it again instead of reusing it; a local archive is never
+    touched. A failure of this machine while unpacking (disk full, file-size limit, permissions)
+    keeps the archive: nothing is wrong with it.
+    """
     got = fetch(source, downloads, settings)
-    with atomic_dir(out_dir) as staging:
-        if got.is_dir():
-            root = find_image_root(got)
-            shutil.copytree(root, staging, dirs_exist_ok=True)
-        else:
-            pinned = archive_sha256.get(got.name) or archive_sha256.get(
-                Path(urlparse(source).path).name
-            )
-            if pinned:
-                actual = file_sha256(got)
-                if actual != pinned:
-                    if got.is_relative_to(downloads):
-                        got.unlink()
-                    raise DownloadError(
-                        f"{source}: archive sha256 {actual} != pinned {pinned}; deleted, rerun to fetch again"
-                    )
-            scratch = staging.with_name(staging.name + ".x")
-            scratch.mkdir()
-            try:
-                safe_extract(got, scratch, settings.max_extract_bytes)
-                shutil.rmtree(staging)
-                os.replace(find_image_root(scratch), staging)
-            except DownloadError:
-                if got.is_relative_to(downloads):  # a corrupt download must not be reused
-                    got.unlink(missing_ok=True)
-                raise
-            finally:
-                shutil.rmtree(scratch, ignore_errors=True)
-        summary = verify_images(staging, expected_images, expected_digest)
+    cached = got.is_file() and got.is_relative_to(downloads)
+    try:
+        with atomic_dir(out_dir) as staging:
+            if got.is_dir():
+                root = find_image_root(got)
+                shutil.copytree(root, staging, dirs_exist_ok=True)
+            else:
+                check_pinned_sha256(got, source, archive_sha256)
+                scratch = staging.with_name(staging.name + ".x")
+                scratch.mkdir()
+                try:
+                    safe_extract(got, scratch, settings.max_extract_bytes)
+                    shutil.rmtree(staging)
+                    os.replace(find_image_root(scratch), staging)
+                finally:
+                    shutil.rmtree(scratch, ignore_errors=True)
+            summary = verify_images(staging, expected_images, expected_digest)
+    except DownloadError as err:
+        if cached:  # a bad download must not be reused
+            got.unlink(missing_ok=True)
+            raise DownloadError(
+                f"{err}; the downloaded archive was deleted, rerun to fetch it again"
+            ) from err
+        raise DownloadError(f"{err} (the archive {got} was left as it is)") from err
     return {"source": source, **summary}
+
+
+def check_pinned_sha256(archive: Path, source: str, archive_sha256: dict) -> None:
+    pinned = archive_sha256.get(archive.name) or archive_sha256.get(
+        Path(urlparse(source).path).name
+    )
+    if pinned:
+        actual = file_sha256(archive)
+        if actual != pinned:
+            raise DownloadError(f"{source}: archive sha256 {actual} != pinned {pinned}")
 
 
 def download_images(cfg: DictConfig, raw_dir: Path, downloads: Path) -> dict:

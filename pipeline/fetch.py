@@ -6,6 +6,7 @@ exist), or a local archive or extracted folder (a path or a file:// URL).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -41,21 +42,50 @@ def archive_cache_name(source: str) -> str:
     return f"{hashlib.sha1(source.encode()).hexdigest()[:12]}{suffix}"
 
 
+def _validator(resp: requests.Response, total: int | None) -> dict:
+    """What identifies the remote file's version: its ETag, Last-Modified and length."""
+    return {
+        "etag": resp.headers.get("ETag"),
+        "last_modified": resp.headers.get("Last-Modified"),
+        "length": total,
+    }
+
+
+def _resume_headers(have: int, record: Path) -> dict:
+    """Range + If-Range for a partial file whose origin is recorded; {} (start over) otherwise.
+
+    With If-Range the server sends the rest only if the file is still the version that the partial
+    bytes came from, and the whole new file otherwise, so old and new bytes are never joined."""
+    if not have:
+        return {}
+    try:
+        known = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return {}  # a partial file of unknown origin: fetch the whole file again
+    validator = known.get("etag") or known.get("last_modified")
+    if not validator:
+        return {}  # the server gave no way to tell versions apart: resuming could mix them
+    return {"Range": f"bytes={have}-", "If-Range": validator}
+
+
 def fetch_http(url: str, dest: Path, settings: DownloadSettings) -> Path:
-    """Download `url` to `dest` with resume (HTTP Range), retries with backoff and a progress bar.
+    """Download `url` to `dest` with resume (HTTP Range + If-Range), retries with backoff and a
+    progress bar.
 
     Bytes go to `dest.part` and are renamed to `dest` only when the transfer is complete, so a
-    killed process leaves a partial file that the next call continues from.
+    killed process leaves a partial file that the next call continues from; `dest.part.json`
+    records which version of the remote file the partial bytes belong to.
     """
     part = dest.with_name(dest.name + ".part")
+    record = dest.with_name(dest.name + ".part.json")
     dest.parent.mkdir(parents=True, exist_ok=True)
     session = requests.Session()
     for attempt in range(settings.retries + 1):
         have = part.stat().st_size if part.exists() else 0
-        headers = {"Range": f"bytes={have}-"} if have else {}
+        headers = _resume_headers(have, record)
         try:
             with session.get(url, headers=headers, stream=True, timeout=settings.timeout_s) as resp:
-                if resp.status_code == 416 and have:  # nothing left to send: the part is whole
+                if resp.status_code == 416 and headers:  # nothing left to send: the part is whole
                     break
                 if resp.status_code in (400, 401, 403, 404, 410):
                     raise DownloadError(
@@ -66,11 +96,20 @@ def fetch_http(url: str, dest: Path, settings: DownloadSettings) -> Path:
                     raise DownloadError(
                         f"{url} served an HTML page instead of an archive: check the URL or use another source"
                     )
-                resuming = have > 0 and resp.status_code == 206
-                if not resuming:
-                    have = 0  # server ignored the Range header: start over
+                resuming = bool(headers) and resp.status_code == 206
                 length = resp.headers.get("Content-Length")
-                total = have + int(length) if length is not None else None
+                if resuming:
+                    total = have + int(length) if length is not None else None
+                    known = json.loads(record.read_text()).get("length")
+                    if known is not None and total is not None and known != total:
+                        # same validator, other length: a broken server; never join the two
+                        raise _Restart(f"{url} changed length ({known} -> {total} bytes)")
+                else:
+                    if have:
+                        log.info("%s: the remote file changed or cannot resume: starting over", url)
+                    have = 0
+                    total = int(length) if length is not None else None
+                    record.write_text(json.dumps(_validator(resp, total)))
                 with (
                     open(part, "ab" if resuming else "wb") as fh,
                     tqdm(
@@ -88,6 +127,12 @@ def fetch_http(url: str, dest: Path, settings: DownloadSettings) -> Path:
                 if total is not None and got < total:
                     raise requests.ConnectionError(f"connection closed at {got} of {total} bytes")
             break
+        except _Restart as err:
+            log.warning("%s; starting over", err)
+            part.unlink(missing_ok=True)
+            record.unlink(missing_ok=True)
+            if attempt == settings.retries:
+                raise DownloadError(f"{url}: gave up after {attempt + 1} tries ({err})") from err
         except (
             requests.ConnectionError,  # dropped connections and short bodies
             requests.Timeout,
@@ -109,7 +154,12 @@ def fetch_http(url: str, dest: Path, settings: DownloadSettings) -> Path:
             )
             time.sleep(wait)
     os.replace(part, dest)
+    record.unlink(missing_ok=True)
     return dest
+
+
+class _Restart(Exception):
+    """The partial file cannot be continued: drop it and fetch from the first byte."""
 
 
 def fetch_gdrive(url: str, dest: Path, settings: DownloadSettings) -> Path:

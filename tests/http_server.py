@@ -40,7 +40,10 @@ class FileServer:
                     return
                 route.requests.append(dict(self.headers))
                 body, start = route.body, 0
+                etag = '"' + hashlib.md5(body).hexdigest() + '"'
                 rng = self.headers.get("Range")
+                if self.headers.get("If-Range") not in (None, etag):
+                    rng = None  # RFC 9110: the file changed, so the whole new file is sent
                 if route.status != 200:
                     self.send_response(route.status)
                     self.send_header("Content-Length", "0")
@@ -61,7 +64,7 @@ class FileServer:
                 self.send_header("Content-Type", route.content_type)
                 self.send_header("Content-Length", str(len(body) - start))
                 self.send_header("Accept-Ranges", "bytes")
-                self.send_header("ETag", '"' + hashlib.md5(body).hexdigest() + '"')
+                self.send_header("ETag", etag)
                 self.end_headers()
                 if head:
                     return

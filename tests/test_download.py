@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import tarfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ from pipeline.download import download_images
 from pipeline.errors import DownloadError
 from pipeline.fetch import HTTP_CHUNK, DownloadSettings, fetch_http, kaggle_credentials_present
 from tests.http_server import Route
+from tests.lfw_fixtures import make_archive, make_lfw_tree
 
 FAST = DownloadSettings(timeout_s=5, retries=2, backoff_s=0.01)
 
@@ -90,15 +93,93 @@ def test_dropped_connection_resumes_with_range(tmp_path: Path, http_server) -> N
     assert not (tmp_path / "a.tgz.part").exists()
 
 
-def test_partial_file_from_killed_run_is_continued(
+def test_partial_file_from_a_cut_run_is_continued_with_if_range(
+    tmp_path: Path, http_server
+) -> None:
+    body = np.random.default_rng(2).bytes(1_000_000)
+    http_server.routes["/a.tgz"] = route = Route(body, drop_after=600_000)
+    no_retry = DownloadSettings(timeout_s=5, retries=0, backoff_s=0.01)
+    with pytest.raises(DownloadError, match="gave up"):
+        fetch_http(f"{http_server.url}/a.tgz", tmp_path / "a.tgz", no_retry)
+    have = (tmp_path / "a.tgz.part").stat().st_size
+    assert have > 0  # a later process finds the partial file and its record
+    fetch_http(f"{http_server.url}/a.tgz", tmp_path / "a.tgz", FAST)
+    assert (tmp_path / "a.tgz").read_bytes() == body
+    assert route.requests[1]["Range"] == f"bytes={have}-"
+    assert route.requests[1]["If-Range"] == '"' + hashlib.md5(body).hexdigest() + '"'  # its ETag
+    assert not (tmp_path / "a.tgz.part.json").exists()
+
+
+def test_remote_file_changed_between_cut_and_resume_starts_over(
+    tmp_path: Path, http_server
+) -> None:
+    """The old bytes and the new file's bytes must never be joined."""
+    rng = np.random.default_rng(1)
+    old, new = rng.bytes(300_000), rng.bytes(300_000)
+    http_server.routes["/a.tgz"] = route = Route(old, drop_after=100_000)
+    no_retry = DownloadSettings(timeout_s=5, retries=0, backoff_s=0.01)
+    with pytest.raises(DownloadError):
+        fetch_http(f"{http_server.url}/a.tgz", tmp_path / "a.tgz", no_retry)
+    route.body = new  # the mirror replaced its file while we were away
+    fetch_http(f"{http_server.url}/a.tgz", tmp_path / "a.tgz", FAST)
+    assert (tmp_path / "a.tgz").read_bytes() == new
+    assert "If-Range" in route.requests[1]
+
+
+def test_partial_file_of_unknown_origin_is_fetched_again(
     tmp_path: Path, lfw_source: dict, http_server
 ) -> None:
     body = lfw_source["archive"].read_bytes()
-    (tmp_path / "a.tgz.part").write_bytes(body[:1000])
+    (tmp_path / "a.tgz.part").write_bytes(b"x" * 1000)  # no record of which file it came from
     http_server.routes["/a.tgz"] = route = Route(body)
     fetch_http(f"{http_server.url}/a.tgz", tmp_path / "a.tgz", FAST)
     assert (tmp_path / "a.tgz").read_bytes() == body
-    assert route.requests[0]["Range"] == "bytes=1000-"
+    assert "Range" not in route.requests[0]
+
+
+def test_incomplete_archive_is_not_reused_once_the_mirror_is_fixed(
+    tmp_path: Path, data_cfg: DictConfig, lfw_source: dict, http_server
+) -> None:
+    """A mirror first serves an archive with too few images, then the complete one."""
+    short = tmp_path / "short"
+    make_lfw_tree(short / "lfw-deepfunneled", {"Person_A": 2})
+    http_server.routes["/lfw.tgz"] = route = Route(
+        make_archive(short, tmp_path / "short.tgz").read_bytes()
+    )
+    cfg = with_sources(data_cfg, f"{http_server.url}/lfw.tgz")
+    with pytest.raises(DownloadError, match=r"holds 2 images.*deleted, rerun to fetch it again"):
+        download_images(cfg, tmp_path / "raw", tmp_path / "dl")
+    assert list((tmp_path / "dl").iterdir()) == []
+    route.body = lfw_source["archive"].read_bytes()
+    summary = download_images(cfg, tmp_path / "raw", tmp_path / "dl")
+    assert summary["images"] == len(lfw_source["keys"]) and len(route.requests) == 2
+
+
+def test_truncated_local_archive_is_left_alone_and_says_so(
+    tmp_path: Path, data_cfg: DictConfig, lfw_source: dict
+) -> None:
+    body = lfw_source["archive"].read_bytes()
+    local = tmp_path / "mine.tgz"
+    local.write_bytes(body[: len(body) // 2])
+    with pytest.raises(DownloadError, match=r"truncated or corrupt.*left as it is") as err:
+        download_images(with_sources(data_cfg, str(local)), tmp_path / "raw", tmp_path / "dl")
+    assert "deleted" not in str(err.value)
+    assert local.read_bytes() == body[: len(body) // 2]
+
+
+def test_zip_written_by_python_zipfile_is_accepted(
+    tmp_path: Path, data_cfg: DictConfig, lfw_source: dict
+) -> None:
+    archive = tmp_path / "lfw.zip"
+    with zipfile.ZipFile(archive, "w") as zf:  # writestr leaves no file-type bits
+        for path in sorted(lfw_source["dir"].rglob("*.jpg")):
+            zf.writestr(
+                f"lfw-deepfunneled/{path.relative_to(lfw_source['dir'])}", path.read_bytes()
+            )
+    summary = download_images(
+        with_sources(data_cfg, str(archive)), tmp_path / "raw", tmp_path / "dl"
+    )
+    assert summary["images"] == len(lfw_source["keys"])
 
 
 def test_html_page_instead_of_archive(tmp_path: Path, data_cfg: DictConfig, http_server) -> None:

@@ -9,6 +9,8 @@ import errno
 import json
 import os
 import random
+import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,7 +28,7 @@ from pipeline.errors import exit_on_pipeline_error
 from pipeline.prepare import prepare
 from tests.conftest import TINY_MODEL, run_training
 from tests.http_server import Route
-from tests.lfw_fixtures import face_jpeg, write_tiny_prepared
+from tests.lfw_fixtures import face_jpeg, make_archive, write_tiny_prepared
 
 pytestmark = pytest.mark.faults
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -94,6 +96,46 @@ def test_kill9_during_download_resumes_and_never_exposes_partial_data(
     assert route.requests[-1]["Range"] == f"bytes={partial}-"
     summary = json.loads((tmp_path / "raw/download.json").read_text())
     assert summary["images"] == len(lfw_source["keys"])
+
+
+def test_file_size_limit_while_unpacking_keeps_the_archive(
+    tmp_path: Path, lfw_source: dict, http_server
+) -> None:
+    """A write error of the machine (here RLIMIT_FSIZE: EFBIG; a full disk takes the same path)
+    is said as such, and the good archive stays for the rerun instead of being deleted."""
+    tree = tmp_path / "src"
+    shutil.copytree(lfw_source["dir"], tree / "lfw-deepfunneled")
+    big = next((tree / "lfw-deepfunneled").rglob("*.jpg"))
+    big.write_bytes(big.read_bytes() + bytes(400_000))  # unpacks large, compresses to nothing
+    body = make_archive(tree, tmp_path / "lfw.tgz").read_bytes()
+    limit = 200_000
+    assert len(body) < limit
+    http_server.routes["/lfw.tgz"] = route = Route(body)
+    args = [
+        f"data.download.sources=[{http_server.url}/lfw.tgz]",
+        f"data.download.expected_images={len(lfw_source['keys'])}",
+        "data.download.content_sha256=null",
+        f"paths.raw={tmp_path}/raw",
+        f"paths.downloads={tmp_path}/dl",
+        f"hydra.run.dir={tmp_path}/hydra",
+    ]
+    limited = subprocess.run(
+        [sys.executable, "-m", "pipeline.download", *args],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)),
+    )
+    assert limited.returncode == 1, limited.stderr[-2000:]
+    assert "file too large" in limited.stderr and "kept" in limited.stderr
+    assert "Traceback" not in limited.stderr and "corrupt" not in limited.stderr
+    assert [p.read_bytes() for p in (tmp_path / "dl").iterdir()] == [body]
+    assert not (tmp_path / "raw/lfw-deepfunneled").exists()
+    again = run("pipeline.download", args, tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert len(route.requests) == 1  # the kept archive was used: no second download
 
 
 def test_kill9_during_prepare_leaves_old_file_or_none(tmp_path: Path, lfw_source: dict) -> None:
