@@ -90,7 +90,7 @@ def load_local(models_dir: Path) -> TrainedVAE:
     card_path = models_dir / "vae.json"
     if not card_path.exists():
         raise PipelineError(f"{card_path} is missing: train first (dvc repro train)")
-    card = json.loads(card_path.read_text())
+    card = read_card(card_path.read_text(), str(card_path))
     return TrainedVAE(
         load_keras_model(models_dir / "encoder.keras", "encoder"),
         load_keras_model(models_dir / "decoder.keras", "decoder"),
@@ -98,21 +98,50 @@ def load_local(models_dir: Path) -> TrainedVAE:
     )
 
 
-def load_run(run_id: str, tracking_cfg: DictConfig) -> TrainedVAE:
+CARD_KEYS = ("run_id", "latent_dim", "likelihood")
+
+
+def read_card(text: str, where: str) -> dict:
+    """vae.json's contents, or one PipelineError naming the file."""
+    try:
+        card = json.loads(text)
+    except ValueError as err:
+        raise PipelineError(f"{where} is not valid JSON ({err}): retrain to rewrite it") from None
+    missing = [k for k in CARD_KEYS if not isinstance(card, dict) or k not in card]
+    if missing:
+        raise PipelineError(f"{where} lacks {missing}: it is not a model card; retrain")
+    return card
+
+
+def require_run(run_id: str, tracking_cfg: DictConfig, what: str) -> None:
+    """Fail with one line unless the MLflow run exists in the configured store."""
     tracking.setup(tracking_cfg)
     try:
         mlflow.get_run(run_id)
     except Exception as err:
         raise PipelineError(
-            f"MLflow run {run_id!r} does not exist in {tracking_cfg.tracking_uri}: "
-            "copy a run id from `mlflow ui` or `python -m pipeline.compare`"
+            f"MLflow run {run_id!r} does not exist in {tracking_cfg.tracking_uri} ({what}): "
+            "copy a run id from `mlflow ui` or `python -m pipeline.compare`, or point "
+            "tracking.tracking_uri at the store that trained it"
         ) from err
-    card = mlflow.artifacts.load_dict(f"runs:/{run_id}/vae.json")
-    return TrainedVAE(
-        mlflow.keras.load_model(f"runs:/{run_id}/encoder"),
-        mlflow.keras.load_model(f"runs:/{run_id}/decoder"),
-        card,
-    )
+
+
+def load_run(run_id: str, tracking_cfg: DictConfig) -> TrainedVAE:
+    require_run(run_id, tracking_cfg, "evaluate.run_id")
+    try:
+        card = read_card(
+            mlflow.artifacts.load_text(f"runs:/{run_id}/vae.json"), f"run {run_id}'s vae.json"
+        )
+        encoder = mlflow.keras.load_model(f"runs:/{run_id}/encoder")
+        decoder = mlflow.keras.load_model(f"runs:/{run_id}/decoder")
+    except PipelineError:
+        raise
+    except Exception as err:
+        raise PipelineError(
+            f"MLflow run {run_id} holds no trained VAE (vae.json, encoder, decoder): "
+            f"{type(err).__name__}: {str(err).splitlines()[0][:200]}; was it a finished training run?"
+        ) from err
+    return TrainedVAE(encoder, decoder, card)
 
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")

@@ -7,10 +7,15 @@ says which config and data it belongs to. SIGTERM waits for a checkpoint write i
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import os
 import signal
+import socket
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +25,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.atomic import atomic_dir
+from pipeline.errors import PipelineError
 
 
 def fingerprint(cfg: DictConfig, data_version: str) -> str:
@@ -120,3 +126,28 @@ class Checkpoint:
         model.load_weights(self.folder / "model.weights.h5")
         if self.noise_state is not None:
             model.noise.state.assign(np.asarray(self.noise_state, dtype=model.noise.state.dtype))
+
+
+@contextlib.contextmanager
+def checkpoint_lock(folder: Path) -> Iterator[None]:
+    """Hold `<folder>.lock` while training into `folder`. Two trainings of one config and data
+    would overwrite each other's checkpoints (and one's clean-up of stale temp files would delete
+    the other's write in progress), so the second stops with a message naming the first. The lock
+    is the kernel's (flock): it goes when its process dies, so a killed run never leaves it held."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    path = folder.parent / f"{folder.name}.lock"
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise PipelineError(
+                f"{holder} is already training this config on this data (checkpoint {folder}): "
+                "wait for it to finish, or stop it and rerun to resume from its checkpoint"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+        fh.flush()
+        yield

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -22,8 +23,8 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import metrics, tracking
-from pipeline.artifacts import TrainedVAE, load_local, load_run
-from pipeline.atomic import atomic_path, write_text_atomic
+from pipeline.artifacts import TrainedVAE, load_local, load_run, require_run
+from pipeline.atomic import atomic_dir, atomic_path, write_text_atomic
 from pipeline.dataset import Faces, load_faces, to_float
 from pipeline.errors import PipelineError, exit_on_pipeline_error
 from pipeline.images import save_grid, to_uint8
@@ -224,17 +225,18 @@ def main(cfg: DictConfig) -> dict:
     faces = load_faces(Path(path(cfg.paths.prepared)) / "faces.npz")
     if cfg.evaluate.run_id:
         vae = load_run(cfg.evaluate.run_id, cfg.tracking)
-        out_dir = Path(tempfile.mkdtemp(prefix="evaluation-"))
     else:
         vae = load_local(Path(path(cfg.paths.models)))
-        out_dir = Path(path(cfg.paths.reports)) / "evaluation"
-    result = evaluate(cfg, vae, faces, out_dir)
-    if cfg.evaluate.run_id is None:
-        write_text_atomic(
-            Path(path(cfg.paths.reports)) / "metrics.json", json.dumps(result, indent=2) + "\n"
-        )
-    tracking.setup(cfg.tracking)
-    log_to_mlflow(vae.card["run_id"], result, out_dir)
+        require_run(vae.card["run_id"], cfg.tracking, "named in models/vae.json")
+    # every output appears only once everything it needs has succeeded, MLflow included
+    with tempfile.TemporaryDirectory(prefix="evaluation-") as tmp:
+        result = evaluate(cfg, vae, faces, Path(tmp))
+        log_to_mlflow(vae.card["run_id"], result, Path(tmp))
+        if cfg.evaluate.run_id is None:  # the DVC stage's outputs
+            reports = Path(path(cfg.paths.reports))
+            with atomic_dir(reports / "evaluation") as staging:
+                shutil.copytree(tmp, staging, dirs_exist_ok=True)
+            write_text_atomic(reports / "metrics.json", json.dumps(result, indent=2) + "\n")
     log.info(
         "test metrics: %s",
         {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()},

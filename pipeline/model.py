@@ -118,8 +118,19 @@ def validate_model_config(cfg: Any, image_size: int) -> None:
         raise PipelineError(
             f"model.name={cfg.name!r} is unknown: choose one of {', '.join(MODELS)} (model=seed|conv)"
         )
-    if not isinstance(cfg.latent_dim, int) or cfg.latent_dim <= 0:
+    if (
+        isinstance(cfg.latent_dim, bool)
+        or not isinstance(cfg.latent_dim, int)
+        or cfg.latent_dim <= 0
+    ):
         raise PipelineError(f"model.latent_dim={cfg.latent_dim!r} must be a positive integer")
+    hidden = cfg.get("hidden", 0)
+    if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 0:
+        raise PipelineError(f"model.hidden={hidden!r} must be an integer >= 0 (0: no hidden layer)")
+    if cfg.name == "conv" and (not cfg.widths or any(w <= 0 for w in cfg.widths)):
+        raise PipelineError(
+            f"model.widths={list(cfg.widths)} must be one or more positive integers"
+        )
     if not isinstance(cfg.beta, int | float) or cfg.beta < 0:
         raise PipelineError(f"model.beta={cfg.beta!r} must be a number >= 0")
     if cfg.likelihood not in LIKELIHOODS:

@@ -74,7 +74,14 @@ def parse_attributes(
             f"attributes file {path} is missing: run `dvc repro` (data.dvc imports it) "
             "or set data.attributes=false to use all images without attributes"
         )
-    text = path.read_bytes().decode("utf-8-sig", errors="strict")  # tolerate a BOM
+    try:
+        text = path.read_bytes().decode("utf-8-sig", errors="strict")  # tolerate a BOM
+    except UnicodeDecodeError as err:
+        line = path.read_bytes()[: err.start].count(b"\n") + 1
+        raise PrepareError(
+            f"{path}:{line}: not UTF-8 text (byte {err.object[err.start]:#x}); "
+            "re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        ) from err
     lines = text.splitlines()  # tolerates \r\n
     if len(lines) < 3:
         raise PrepareError(
@@ -126,6 +133,12 @@ def parse_attributes(
             except ValueError as err:
                 raise PrepareError(f"{path}:{lineno}: not a number ({err})") from err
         raise
+    bad = np.flatnonzero(~np.isfinite(scores).all(axis=1))
+    if len(bad):
+        lineno = list(seen.values())[bad[0]]
+        raise PrepareError(
+            f"{path}:{lineno}: a score is nan or infinite ({len(bad)} such rows): fix the file"
+        )
     return Attributes(names, keys, scores)
 
 
@@ -154,7 +167,9 @@ def load_face(path: str, spec: CropSpec) -> np.ndarray | str:
             box = (spec.crop, spec.crop, spec.size_in - spec.crop, spec.size_in - spec.crop)
             face = img.resize((spec.size, spec.size), RESAMPLE[spec.resample], box=box)
             return np.asarray(face, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+    except Image.DecompressionBombError as err:  # a header claiming a giant image
+        return f"{path}: refused, claims an enormous image ({err})"
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         return f"{path}: unreadable ({err})"
 
 
@@ -291,6 +306,11 @@ def prepare(cfg: DictConfig, raw_dir: Path, out_dir: Path, reports_dir: Path) ->
 
     spec = CropSpec(p.image_size_in, p.crop, p.size, p.resample)
     images, ok = decode_faces([image_path(root, k) for k in keys], spec, p.workers, p.bad_images)
+    if not ok.any():
+        raise PrepareError(
+            f"every one of the {len(keys)} images in {root} is bad: nothing to prepare; "
+            "check the download (rerun `dvc repro download`)"
+        )
     persons = np.asarray([k[0] for k in keys])[ok]
     imagenums = np.asarray([k[1] for k in keys], dtype=np.int32)[ok]
     images, scores = images[ok], scores[ok]

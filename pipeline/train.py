@@ -31,7 +31,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline import artifacts, tracking
 from pipeline.atomic import write_text_atomic
-from pipeline.checkpoint import Checkpoint, Terminated, TerminationGuard, fingerprint
+from pipeline.checkpoint import (
+    Checkpoint,
+    Terminated,
+    TerminationGuard,
+    checkpoint_lock,
+    fingerprint,
+)
 from pipeline.checksums import file_sha256
 from pipeline.dataset import Faces, TrainingInput, batches, load_faces, to_float
 from pipeline.device import (
@@ -164,7 +170,7 @@ def train(
     sweep: tuple[Path, str] | None = None,
 ) -> TrainResult:
     """Train (or resume) one configuration; everything it makes goes to MLflow and models_dir."""
-    validate_train_config(cfg, faces.image_size)
+    cfg = validate_train_config(cfg, faces.image_size)
     cfg = resolve_device_settings(cfg)
     set_numerics(cfg)
 
@@ -187,85 +193,87 @@ def train(
         vae = compiled_vae(cfg, faces.image_size)
 
     ckpt_dir = models_dir / "checkpoints" / fingerprint(cfg, data_version)
-    ckpt = Checkpoint.load(ckpt_dir) if cfg.train.resume else None
-    if ckpt is not None and ckpt.epoch >= cfg.train.epochs:
-        log.info("checkpoint %s is a finished run: starting a new one", ckpt_dir)
-        ckpt = None
-    if ckpt is not None:
-        ckpt.restore(vae)
-        log.info("resuming from epoch %d (checkpoint %s)", ckpt.epoch, ckpt_dir)
-    else:
-        ckpt = Checkpoint(ckpt_dir)
-    resumed_from = ckpt.epoch
+    # one training per checkpoint folder: a second one with the same config stops here
+    with checkpoint_lock(ckpt_dir):
+        ckpt = Checkpoint.load(ckpt_dir) if cfg.train.resume else None
+        if ckpt is not None and ckpt.epoch >= cfg.train.epochs:
+            log.info("checkpoint %s is a finished run: starting a new one", ckpt_dir)
+            ckpt = None
+        if ckpt is not None:
+            ckpt.restore(vae)
+            log.info("resuming from epoch %d (checkpoint %s)", ckpt.epoch, ckpt_dir)
+        else:
+            ckpt = Checkpoint(ckpt_dir)
+        resumed_from = ckpt.epoch
 
-    experiment_id = tracking.setup(cfg.tracking)
-    parent = tracking.sweep_parent(experiment_id, *sweep) if sweep else None
-    tags = {
-        "git_commit": tracking.git_commit(),
-        "data_version": data_version[:16],
-        "device": device,
-        "backend": keras.backend.backend(),
-        "model": cfg.model.name,
-        "fingerprint": ckpt_dir.name,
-    }
-    if sweep:
-        tags["sweep"] = sweep[1]
-    run_kwargs: dict[str, Any] = (
-        {"run_id": ckpt.run_id}
-        if ckpt.run_id
-        else {
-            "experiment_id": experiment_id,
-            "run_name": run_name,
-            "tags": tags,
-            "parent_run_id": parent,
+        experiment_id = tracking.setup(cfg.tracking)
+        parent = tracking.sweep_parent(experiment_id, *sweep) if sweep else None
+        tags = {
+            "git_commit": tracking.git_commit(),
+            "data_version": data_version[:16],
+            "device": device,
+            "backend": keras.backend.backend(),
+            "model": cfg.model.name,
+            "fingerprint": ckpt_dir.name,
         }
-    )
-    fixed_noise = (
-        np.random.default_rng(cfg.train.seed)
-        .standard_normal((64, cfg.model.latent_dim))
-        .astype("float32")
-    )
-    with tracking.with_retries(lambda: mlflow.start_run(**run_kwargs), "start run") as run:
-        if not ckpt.run_id:
-            ckpt.run_id = run.info.run_id
-            mlflow.log_params(tracking.params(cfg, ("data", "model", "train")))
-            mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-            mlflow.log_param("data.version", data_version)
-        else:  # epochs checkpointed but not yet logged when the last process died
-            done = tracking.logged_steps(run.info.run_id, "loss")
-            for row in ckpt.history:
-                if row["epoch"] not in done:
-                    mlflow.log_metrics(
-                        {k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"]
-                    )
-
-        with TerminationGuard() as guard:
-            if resumed_from < cfg.train.epochs:
-                feed = TrainingInput(
-                    train_faces.images, cfg.train.batch_size, cfg.train.seed, cfg.train.epochs
-                )
-                vae.fit(
-                    feed.data,
-                    epochs=cfg.train.epochs,
-                    initial_epoch=resumed_from,
-                    validation_data=batches(val_faces.images, cfg.train.batch_size)
-                    if len(val_faces.images)
-                    else None,
-                    callbacks=[
-                        feed.callback,
-                        EpochEnd(cfg, ckpt, len(train_faces.images), fixed_noise, guard),
-                    ],
-                    verbose=2,
-                )
-        finish(
-            cfg,
-            vae,
-            val_faces if len(val_faces.images) else train_faces,
-            ckpt.history,
-            models_dir,
-            reports_dir,
+        if sweep:
+            tags["sweep"] = sweep[1]
+        run_kwargs: dict[str, Any] = (
+            {"run_id": ckpt.run_id}
+            if ckpt.run_id
+            else {
+                "experiment_id": experiment_id,
+                "run_name": run_name,
+                "tags": tags,
+                "parent_run_id": parent,
+            }
         )
-    return TrainResult(ckpt.run_id, ckpt.history, models_dir, resumed_from)
+        fixed_noise = (
+            np.random.default_rng(cfg.train.seed)
+            .standard_normal((64, cfg.model.latent_dim))
+            .astype("float32")
+        )
+        with tracking.with_retries(lambda: mlflow.start_run(**run_kwargs), "start run") as run:
+            if not ckpt.run_id:
+                ckpt.run_id = run.info.run_id
+                mlflow.log_params(tracking.params(cfg, ("data", "model", "train")))
+                mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+                mlflow.log_param("data.version", data_version)
+            else:  # epochs checkpointed but not yet logged when the last process died
+                done = tracking.logged_steps(run.info.run_id, "loss")
+                for row in ckpt.history:
+                    if row["epoch"] not in done:
+                        mlflow.log_metrics(
+                            {k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"]
+                        )
+
+            with TerminationGuard() as guard:
+                if resumed_from < cfg.train.epochs:
+                    feed = TrainingInput(
+                        train_faces.images, cfg.train.batch_size, cfg.train.seed, cfg.train.epochs
+                    )
+                    vae.fit(
+                        feed.data,
+                        epochs=cfg.train.epochs,
+                        initial_epoch=resumed_from,
+                        validation_data=batches(val_faces.images, cfg.train.batch_size)
+                        if len(val_faces.images)
+                        else None,
+                        callbacks=[
+                            feed.callback,
+                            EpochEnd(cfg, ckpt, len(train_faces.images), fixed_noise, guard),
+                        ],
+                        verbose=2,
+                    )
+            finish(
+                cfg,
+                vae,
+                val_faces if len(val_faces.images) else train_faces,
+                ckpt.history,
+                models_dir,
+                reports_dir,
+            )
+        return TrainResult(ckpt.run_id, ckpt.history, models_dir, resumed_from)
 
 
 def finish(

@@ -46,3 +46,32 @@ def test_model_with_code_is_refused_by_safe_mode(tmp_path: Path, trained_tiny: d
     keras.Model(inputs, outputs).save(tmp_path / "lambda.keras")
     with pytest.raises(PipelineError, match=r"Lambda layer.*refused"):
         load_network(str(tmp_path / "lambda.keras"), trained_tiny["cfg"].tracking)
+
+
+def test_a_run_without_a_model_is_one_clear_error(trained_tiny: dict) -> None:
+    import mlflow
+
+    cfg = trained_tiny["cfg"]
+    mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
+    with mlflow.start_run(
+        experiment_id=mlflow.get_experiment_by_name("lfw-vae").experiment_id
+    ) as run:
+        mlflow.log_metric("x", 1.0)  # a run, but no trained VAE in it
+    with pytest.raises(PipelineError, match=f"MLflow run {run.info.run_id} holds no trained VAE"):
+        load_run(run.info.run_id, cfg.tracking)
+
+
+@pytest.mark.parametrize(
+    ("card", "message"),
+    [("{not json", "is not valid JSON"), ('{"model": "conv"}', r"lacks \['run_id'")],
+)
+def test_corrupt_model_card_is_one_clear_error(
+    trained_tiny: dict, tmp_path: Path, card: str, message: str
+) -> None:
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(trained_tiny["root"] / "models", models)
+    (models / "vae.json").write_text(card)
+    with pytest.raises(PipelineError, match=message):
+        load_local(models)

@@ -194,7 +194,7 @@ def train_args(root: Path, epochs: int = 10) -> list[str]:
 
 def checkpoint_epoch(root: Path) -> int:
     folders = (
-        list((root / "models/checkpoints").glob("[!.]*"))
+        [p for p in (root / "models/checkpoints").glob("[!.]*") if p.is_dir()]
         if (root / "models/checkpoints").exists()
         else []
     )
@@ -250,6 +250,22 @@ def test_kill9_during_training_resumes_with_nothing_lost(
     assert json.loads((tmp_path / "reports/train.json").read_text()) == uninterrupted
     decoder = keras.models.load_model(tmp_path / "models/decoder.keras")
     assert decoder.predict(np.zeros((1, 4), np.float32), verbose=0).shape == (1, 16, 16, 3)
+
+
+def test_two_trainings_of_one_config_do_not_share_a_checkpoint(tmp_path: Path) -> None:
+    write_tiny_prepared(tmp_path / "prepared/faces.npz", n=600)
+    args = train_args(tmp_path)
+    first = start("pipeline.train", args, tmp_path, tmp_path / "first.log")
+    wait_for(
+        lambda: checkpoint_epoch(tmp_path) >= 1 or first.poll() is not None,
+        what="a first checkpoint",
+    )
+    second = run("pipeline.train", args, tmp_path)
+    assert second.returncode == 1
+    assert f"process {first.pid} " in second.stderr and "already training" in second.stderr
+    assert "Traceback" not in second.stderr
+    assert first.wait(timeout=600) == 0, (tmp_path / "first.log").read_text()[-3000:]
+    assert_each_epoch_logged_once(tmp_path, 10)
 
 
 def test_sigterm_stops_cleanly_and_resumes(tmp_path: Path) -> None:

@@ -133,6 +133,7 @@ def test_parallel_decoding_equals_serial(lfw_source: dict, tmp_path: Path) -> No
         ("truncated", "unreadable"),
         ("png", "is PNG, not a JPEG"),
         ("small", "is 100x100, expected 250x250"),
+        ("bomb", "claims an enormous image"),
     ],
 )
 def test_bad_image_fails_naming_the_file_and_writes_nothing(
@@ -147,6 +148,11 @@ def test_bad_image_fails_naming_the_file_and_writes_nothing(
         Image.new("RGB", (250, 250)).save(victim, format="PNG")
     elif content == "small":
         Image.new("RGB", (100, 100)).save(victim, format="JPEG")
+    elif content == "bomb":  # a real JPEG whose frame header claims 15000x15000 pixels
+        data = bytearray(victim.read_bytes())
+        sof = data.index(b"\xff\xc0")
+        data[sof + 5 : sof + 9] = (15000).to_bytes(2, "big") * 2
+        victim.write_bytes(bytes(data))
     else:
         victim.write_bytes(content)
     with pytest.raises(PrepareError, match=message) as err:
@@ -164,6 +170,16 @@ def test_bad_image_skipped_with_a_count(
     counts, a = run(data_cfg, raw_dir, tmp_path, **{"prepare.bad_images": "skip"})
     assert counts["bad_images_skipped"] == 1
     assert len(a["images"]) == len(lfw_source["keys"]) - 1
+
+
+def test_every_image_bad_is_an_error_even_when_skipping(
+    data_cfg: DictConfig, raw_dir: Path, tmp_path: Path
+) -> None:
+    for path in raw_dir.rglob("*.jpg"):
+        path.write_bytes(b"junk")
+    with pytest.raises(PrepareError, match=r"every one of the \d+ images .* is bad"):
+        run(data_cfg, raw_dir, tmp_path, **{"prepare.bad_images": "skip"})
+    assert not (tmp_path / "prepared/faces.npz").exists()
 
 
 def test_failed_rerun_keeps_the_previous_good_file(
@@ -206,6 +222,18 @@ def test_malformed_attribute_lines_are_named(tmp_path: Path, body: str, message:
     path = tmp_path / "a.txt"
     path.write_text(HEADER + body, encoding="utf-8")
     with pytest.raises(PrepareError, match=message):
+        parse_attributes(path, expected_attributes=2)
+
+
+def test_attributes_in_latin1_or_with_nan_are_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "a.txt"
+    path.write_bytes(
+        (HEADER + "Ann Lee\t1\t0.5\t1\nJos\u00e9 Mar\u00eda\t1\t1\t1\n").encode("latin-1")
+    )
+    with pytest.raises(PrepareError, match=r"a.txt:4: not UTF-8 text .*re-save"):
+        parse_attributes(path, expected_attributes=2)
+    path.write_text(HEADER + "Ann Lee\t1\t0.5\t1\nBob\t2\tnan\t1\n", encoding="utf-8")
+    with pytest.raises(PrepareError, match=r"a.txt:4: a score is nan or infinite"):
         parse_attributes(path, expected_attributes=2)
 
 

@@ -167,7 +167,13 @@ def test_nan_loss_stops_with_a_clear_message_and_a_failed_run(
         ("model.name=nope", "model.name='nope' is unknown"),
         ("model.widths=[8,16,32,64,128]", "multiple of 32"),
         ("train.mixed_precision=float8", "train.mixed_precision='float8' is invalid"),
-        ("train.learning_rate=0", "train.learning_rate=0 is invalid"),
+        ("train.learning_rate=0", "train.learning_rate=0.0 is invalid"),
+        ("train.seed=abc", r"train.seed: Value 'abc' of type 'str' could not be converted"),
+        ("model.widths=[32,abc]", r"model.widths\[1\]: Value 'abc'"),
+        ("model.hidden=-1", "model.hidden=-1 must be an integer >= 0"),
+        ("model.latent_dim=true", r"model.latent_dim: Value 'True' of type 'bool'"),
+        ("+train.foo=1", r"train.foo: Key 'foo' not in 'TrainSchema'"),
+        ("train.float32_layers=[latent,decoder]", "train.float32_layers=.* is invalid"),
     ],
 )
 def test_bad_config_fails_before_training(
