@@ -13,10 +13,11 @@ import keras
 import mlflow
 from omegaconf import DictConfig
 
-from pipeline import tracking
+from pipeline import sampler, tracking
 from pipeline.atomic import atomic_path, write_text_atomic
 from pipeline.errors import PipelineError
 from pipeline.model import build_model
+from pipeline.sampler import GaussianMixture
 
 
 def save_keras(model: keras.Model, path: Path) -> None:
@@ -62,6 +63,7 @@ class TrainedVAE:
     encoder: keras.Model
     decoder: keras.Model
     card: dict  # vae.json: run_id, likelihood, log_sigma, latent_dim, ...
+    mixture: GaussianMixture | None = None  # the ex-post latent sampler, if one was fitted
 
 
 def load_keras_model(path: str | Path, what: str) -> keras.Model:
@@ -95,7 +97,28 @@ def load_local(models_dir: Path) -> TrainedVAE:
         load_keras_model(models_dir / "encoder.keras", "encoder"),
         load_keras_model(models_dir / "decoder.keras", "decoder"),
         card,
+        local_mixture(models_dir),
     )
+
+
+def local_mixture(models_dir: Path) -> GaussianMixture | None:
+    path = models_dir / sampler.FILE
+    return sampler.load(path) if path.exists() else None
+
+
+def run_mixture(run_id: str) -> GaussianMixture | None:
+    """The run's ex-post sampler, or None for a run trained before samplers existed."""
+    try:
+        path = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/sampler/{sampler.FILE}")
+    except Exception:
+        return None
+    return sampler.load(path)
+
+
+def log_mixture(mixture: GaussianMixture, models_dir: Path) -> None:
+    """Save the sampler beside the networks and into the active MLflow run."""
+    path = mixture.save(models_dir / sampler.FILE)
+    tracking.with_retries(lambda: mlflow.log_artifact(str(path), "sampler"), "sampler")
 
 
 CARD_KEYS = ("run_id", "latent_dim", "likelihood")
@@ -141,7 +164,7 @@ def load_run(run_id: str, tracking_cfg: DictConfig) -> TrainedVAE:
             f"MLflow run {run_id} holds no trained VAE (vae.json, encoder, decoder): "
             f"{type(err).__name__}: {str(err).splitlines()[0][:200]}; was it a finished training run?"
         ) from err
-    return TrainedVAE(encoder, decoder, card)
+    return TrainedVAE(encoder, decoder, card, run_mixture(run_id))
 
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -171,6 +194,19 @@ def load_network(ref: str, tracking_cfg: DictConfig, part: str = "decoder") -> k
         model = load_keras_model(ref, part)
     check_kind(model, ref, part)
     return model
+
+
+def mixture_for(ref: str, tracking_cfg: DictConfig) -> GaussianMixture | None:
+    """The ex-post sampler that goes with a decoder reference: sampler.npz beside a .keras file,
+    or the run's `sampler/` artifact for a run id or runs:/ URI; None if there is none."""
+    if RUN_ID.match(ref):
+        ref = f"runs:/{ref}/decoder"
+    if ref.startswith("runs:/"):
+        tracking.setup(tracking_cfg)
+        return run_mixture(ref.removeprefix("runs:/").split("/")[0])
+    if ref.startswith("models:/"):
+        return None
+    return local_mixture(Path(ref).parent)
 
 
 def check_kind(model: keras.Model, ref: str, part: str) -> None:

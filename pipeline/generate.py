@@ -20,7 +20,8 @@ import keras
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.artifacts import load_network
+from pipeline import sampler
+from pipeline.artifacts import load_network, mixture_for
 from pipeline.dataset import load_faces, to_float
 from pipeline.errors import PipelineError, exit_on_pipeline_error
 from pipeline.images import save_grid, save_png
@@ -31,6 +32,7 @@ from pipeline.latent import (
     resolve_attributes,
     sample_faces,
 )
+from pipeline.sampler import GaussianMixture
 
 log = logging.getLogger(__name__)
 MODES = ("sample", "interpolate", "attribute")
@@ -41,8 +43,12 @@ def generate(
     decoder: keras.Model,
     encoder: keras.Model | None = None,
     faces_path: Path | None = None,
+    mixture: GaussianMixture | None = None,
 ) -> np.ndarray:
+    """Faces in the configured mode; codes come from `mixture` (the ex-post sampler) if given,
+    else from the prior."""
     g = cfg.generate
+    sampler.validate(g.sampler)
     if not isinstance(g.n, int) or g.n <= 0:
         raise PipelineError(f"generate.n={g.n!r} must be a positive integer")
     if g.mode not in MODES:
@@ -53,11 +59,10 @@ def generate(
         raise PipelineError(f"generate.temperature={g.temperature!r} must be > 0")
     latent = int(decoder.inputs[0].shape[-1])
     if g.mode == "sample":
-        return sample_faces(decoder, g.n, latent, g.temperature, g.seed)
+        return sample_faces(decoder, g.n, latent, g.temperature, g.seed, mixture=mixture)
     if g.mode == "interpolate":
-        rng = np.random.default_rng(g.seed)
-        ends = rng.standard_normal((2, g.n, latent)).astype(np.float32) * g.temperature
-        return interpolation_grid(decoder, ends[0], ends[1], g.steps)
+        ends = sampler.latents(mixture, 2 * g.n, latent, g.temperature, g.seed)
+        return interpolation_grid(decoder, ends[: g.n], ends[g.n :], g.steps)
     if encoder is None or faces_path is None:
         raise PipelineError("generate.mode=attribute needs the encoder and the prepared data")
     faces = load_faces(faces_path)
@@ -78,13 +83,20 @@ def main(cfg: DictConfig) -> None:
     path = hydra.utils.to_absolute_path
     ref = cfg.generate.model or path(str(Path(cfg.paths.models) / "decoder.keras"))
     decoder = load_network(ref, cfg.tracking)
+    mixture = None
+    if cfg.generate.sampler == "gmm":
+        mixture = mixture_for(ref, cfg.tracking)
+        if mixture is None:
+            log.info(
+                "%s has no ex-post sampler (trained before samplers existed): using the prior", ref
+            )
     encoder = None
     if cfg.generate.mode == "attribute":
         encoder_ref = cfg.generate.encoder or (
             ref.replace("decoder", "encoder") if "decoder" in ref else ref
         )
         encoder = load_network(encoder_ref, cfg.tracking, part="encoder")
-    faces = generate(cfg, decoder, encoder, Path(path(cfg.paths.prepared)) / "faces.npz")
+    faces = generate(cfg, decoder, encoder, Path(path(cfg.paths.prepared)) / "faces.npz", mixture)
     out = Path(path(cfg.generate.out))
     rows = {"sample": None, "interpolate": cfg.generate.n, "attribute": cfg.generate.n}[
         cfg.generate.mode

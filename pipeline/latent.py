@@ -8,6 +8,7 @@ import keras
 import numpy as np
 
 from pipeline.errors import PipelineError
+from pipeline.sampler import GaussianMixture, latents
 
 
 def predict(model: keras.Model, x: np.ndarray, batch_size: int) -> Any:
@@ -21,11 +22,10 @@ def sample_faces(
     temperature: float,
     seed: int,
     batch_size: int = 256,
+    mixture: GaussianMixture | None = None,
 ) -> np.ndarray:
-    z = (
-        np.random.default_rng(seed).standard_normal((n, latent_dim)).astype(np.float32)
-        * temperature
-    )
+    """n faces decoded from the ex-post mixture's codes, or from N(0, t²I) without one."""
+    z = latents(mixture, n, latent_dim, temperature, seed)
     return np.asarray(predict(decoder, z, batch_size))
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from pipeline import sampler
 from pipeline.errors import PipelineError
 from pipeline.model import FLOAT32_LAYERS, validate_model_config
 
@@ -106,4 +107,5 @@ def validate_train_config(cfg: DictConfig, image_size: int) -> DictConfig:
     for ok, key, value, expected in checks:
         if not ok:
             raise PipelineError(f"{key}={value!r} is invalid: it must be {expected}")
+    sampler.validate("gmm", list(cfg.sampler.components))
     return cfg

@@ -29,7 +29,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import artifacts, tracking
+from pipeline import artifacts, sampler, tracking
 from pipeline.atomic import write_text_atomic
 from pipeline.checkpoint import (
     Checkpoint,
@@ -236,7 +236,7 @@ def train(
         with tracking.with_retries(lambda: mlflow.start_run(**run_kwargs), "start run") as run:
             if not ckpt.run_id:
                 ckpt.run_id = run.info.run_id
-                mlflow.log_params(tracking.params(cfg, ("data", "model", "train")))
+                mlflow.log_params(tracking.params(cfg, ("data", "model", "train", "sampler")))
                 mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
                 mlflow.log_param("data.version", data_version)
             else:  # epochs checkpointed but not yet logged when the last process died
@@ -265,26 +265,22 @@ def train(
                         ],
                         verbose=2,
                     )
-            finish(
-                cfg,
-                vae,
-                val_faces if len(val_faces.images) else train_faces,
-                ckpt.history,
-                models_dir,
-                reports_dir,
-            )
+            finish(cfg, vae, train_faces, val_faces, ckpt.history, models_dir, reports_dir)
         return TrainResult(ckpt.run_id, ckpt.history, models_dir, resumed_from)
 
 
 def finish(
     cfg: DictConfig,
     vae: VAE,
-    shown: Faces,
+    train_faces: Faces,
+    val_faces: Faces,
     history: list[dict],
     models_dir: Path,
     reports_dir: Path | None,
 ) -> None:
-    """Final artifacts: models (files + MLflow), a reconstructions grid, the loss table."""
+    """Final artifacts: models and the ex-post sampler (files + MLflow), a reconstructions grid,
+    the loss table."""
+    shown = val_faces if len(val_faces.images) else train_faces
     # what evaluation needs beside the two networks: the likelihood and its learned σ, and the run
     card = {
         "run_id": mlflow.active_run().info.run_id,
@@ -302,6 +298,14 @@ def finish(
     z_mean, _ = encoder.predict(inputs, verbose=0)
     outputs = decoder.predict(z_mean, verbose=0)
     tracking.log_grid(np.concatenate([inputs, outputs]), "reconstructions.png", rows=2)
+    z_train, _ = encoder.predict(to_float(train_faces.images), batch_size=256, verbose=0)
+    z_val, _ = encoder.predict(to_float(shown.images), batch_size=256, verbose=0)
+    mixture, scores = sampler.fit_gmm(
+        z_train, z_val, list(cfg.sampler.components), cfg.sampler.seed
+    )
+    artifacts.log_mixture(mixture, models_dir)
+    mlflow.log_metrics({f"sampler_val_loglik_k{k}": v for k, v in scores.items()})
+    mlflow.log_param("sampler.chosen_components", len(mixture.weights))
 
     from mlflow.models import infer_signature
 

@@ -36,6 +36,26 @@ def test_generate_from_a_file_and_from_a_run_id_agree(trained_tiny: dict) -> Non
     )  # low temperature: faces near the mean face
 
 
+def test_each_sampler_from_a_folder_and_from_a_run_id(trained_tiny: dict) -> None:
+    from pipeline.artifacts import mixture_for
+
+    cfg = trained_tiny["cfg"]
+    ref = str(trained_tiny["root"] / "models/decoder.keras")
+    decoder = load_network(ref, cfg.tracking)
+    from_folder = mixture_for(ref, cfg.tracking)
+    from_run = mixture_for(trained_tiny["run_id"], cfg.tracking)
+    assert from_folder is not None and from_run is not None
+    np.testing.assert_array_equal(from_folder.means, from_run.means)
+    gmm = generate(cfg, decoder, mixture=from_folder)
+    np.testing.assert_allclose(gmm, generate(cfg, decoder, mixture=from_run), rtol=1e-6)
+    prior = generate(with_generate(cfg, sampler="prior"), decoder)
+    assert gmm.shape == prior.shape == (5, 16, 16, 3) and not np.allclose(gmm, prior)
+    lines = generate(with_generate(cfg, mode="interpolate", n=2), decoder, mixture=from_folder)
+    assert lines.shape == (2 * cfg.generate.steps, 16, 16, 3)
+    with pytest.raises(PipelineError, match="sampler='vamp' is unknown"):
+        generate(with_generate(cfg, sampler="vamp"), decoder)
+
+
 def test_interpolate_and_attribute_modes(trained_tiny: dict) -> None:
     cfg = with_generate(trained_tiny["cfg"], n=2)
     decoder = load_network(str(trained_tiny["root"] / "models/decoder.keras"), cfg.tracking)

@@ -106,7 +106,8 @@ def test_interrupted_run_resumes_into_the_same_mlflow_run(
     monkeypatch.setattr(train_module.EpochEnd, "on_epoch_end", die_after_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         run_training(cfg, tiny_prepared, tmp_path)
-    assert Checkpoint.load(next((tmp_path / "models/checkpoints").iterdir())).epoch == 2
+    (folder,) = [p for p in (tmp_path / "models/checkpoints").iterdir() if p.is_dir()]
+    assert Checkpoint.load(folder).epoch == 2
     monkeypatch.setattr(train_module.EpochEnd, "on_epoch_end", original)
 
     resumed = run_training(cfg, tiny_prepared, tmp_path)
@@ -230,10 +231,12 @@ def test_multirun_sweep_makes_grouped_runs(tiny_prepared: Path, tmp_path: Path) 
     assert len(children) == 4 and len(parents) == 1
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
     combos = {(r.data.params["model.latent_dim"], r.data.params["model.beta"]) for r in children}
-    assert combos == {("2", "0.5"), ("2", "1"), ("4", "0.5"), ("4", "1")}
+    # params hold the typed values (β is a float: 1 is logged as 1.0)
+    assert combos == {("2", "0.5"), ("2", "1.0"), ("4", "0.5"), ("4", "1.0")}
     for run in children:  # the run name is the job's override string, so the UI tells jobs apart
         assert f"model.latent_dim={run.data.params['model.latent_dim']}" in run.info.run_name
-        assert run.info.run_name.endswith(f"model.beta={run.data.params['model.beta']}")
+        beta = float(run.info.run_name.rsplit("model.beta=", 1)[1])
+        assert beta == float(run.data.params["model.beta"])
         assert "paths." not in run.info.run_name
     assert all(r.info.status == "FINISHED" for r in children)
 
