@@ -44,7 +44,7 @@ def start(module: str, args: list[str], cwd: Path, log: Path) -> subprocess.Pope
     )
 
 
-def run(module: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+def run(module: str, args: list[str], cwd: Path, preexec_fn=None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=cwd,
@@ -52,7 +52,19 @@ def run(module: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
         timeout=600,
+        preexec_fn=preexec_fn,  # e.g. resource limits set in the child only
     )
+
+
+def download_args(root: Path, url: str, images: int) -> list[str]:
+    return [
+        f"data.download.sources=[{url}]",
+        f"data.download.expected_images={images}",
+        "data.download.content_sha256=null",
+        f"paths.raw={root}/raw",
+        f"paths.downloads={root}/dl",
+        f"hydra.run.dir={root}/hydra",
+    ]
 
 
 def wait_for(condition, timeout: float = 120.0, what: str = "condition") -> None:
@@ -71,14 +83,7 @@ def test_kill9_during_download_resumes_and_never_exposes_partial_data(
 ) -> None:
     body = lfw_source["archive"].read_bytes()
     http_server.routes["/lfw.tgz"] = route = Route(body, chunk=2048, delay_per_chunk_s=0.05)
-    args = [
-        f"data.download.sources=[{http_server.url}/lfw.tgz]",
-        f"data.download.expected_images={len(lfw_source['keys'])}",
-        "data.download.content_sha256=null",
-        f"paths.raw={tmp_path}/raw",
-        f"paths.downloads={tmp_path}/dl",
-        f"hydra.run.dir={tmp_path}/hydra",
-    ]
+    args = download_args(tmp_path, f"{http_server.url}/lfw.tgz", len(lfw_source["keys"]))
     proc = start("pipeline.download", args, tmp_path, tmp_path / "first.log")
     parts = lambda: list((tmp_path / "dl").glob("*.part")) if (tmp_path / "dl").exists() else []  # noqa: E731
     wait_for(lambda: parts() and parts()[0].stat().st_size > 8192, what="a partial download")
@@ -111,21 +116,11 @@ def test_file_size_limit_while_unpacking_keeps_the_archive(
     limit = 200_000
     assert len(body) < limit
     http_server.routes["/lfw.tgz"] = route = Route(body)
-    args = [
-        f"data.download.sources=[{http_server.url}/lfw.tgz]",
-        f"data.download.expected_images={len(lfw_source['keys'])}",
-        "data.download.content_sha256=null",
-        f"paths.raw={tmp_path}/raw",
-        f"paths.downloads={tmp_path}/dl",
-        f"hydra.run.dir={tmp_path}/hydra",
-    ]
-    limited = subprocess.run(
-        [sys.executable, "-m", "pipeline.download", *args],
-        cwd=tmp_path,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    args = download_args(tmp_path, f"{http_server.url}/lfw.tgz", len(lfw_source["keys"]))
+    limited = run(
+        "pipeline.download",
+        args,
+        tmp_path,
         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)),
     )
     assert limited.returncode == 1, limited.stderr[-2000:]
@@ -192,6 +187,18 @@ def train_args(root: Path, epochs: int = 10) -> list[str]:
     ]
 
 
+def training_past_its_first_checkpoint(root: Path, args: list[str], log: str) -> subprocess.Popen:
+    """A 10-epoch training on 600 tiny faces, started in a child and returned once it has
+    written its first checkpoint (or ended)."""
+    write_tiny_prepared(root / "prepared/faces.npz", n=600)
+    proc = start("pipeline.train", args, root, root / log)
+    wait_for(
+        lambda: checkpoint_epoch(root) >= 1 or proc.poll() is not None,
+        what="a first checkpoint",
+    )
+    return proc
+
+
 def checkpoint_epoch(root: Path) -> int:
     folders = (
         [p for p in (root / "models/checkpoints").glob("[!.]*") if p.is_dir()]
@@ -232,13 +239,8 @@ def test_kill9_during_training_resumes_with_nothing_lost(
 ) -> None:
     """Under the default speed settings (8 steps per call; 400 train faces in batches of 8 are 50
     steps, not a multiple of 8), a killed and resumed run ends with the numbers of a whole one."""
-    write_tiny_prepared(tmp_path / "prepared/faces.npz", n=600)
     args = train_args(tmp_path)
-    proc = start("pipeline.train", args, tmp_path, tmp_path / "killed.log")
-    wait_for(
-        lambda: checkpoint_epoch(tmp_path) >= 1 or proc.poll() is not None,
-        what="a first checkpoint",
-    )
+    proc = training_past_its_first_checkpoint(tmp_path, args, "killed.log")
     time.sleep(random.Random(seed).uniform(0.0, 1.5))  # somewhere in a later epoch, or mid-write
     proc.kill()
     proc.wait()
@@ -253,13 +255,8 @@ def test_kill9_during_training_resumes_with_nothing_lost(
 
 
 def test_two_trainings_of_one_config_do_not_share_a_checkpoint(tmp_path: Path) -> None:
-    write_tiny_prepared(tmp_path / "prepared/faces.npz", n=600)
     args = train_args(tmp_path)
-    first = start("pipeline.train", args, tmp_path, tmp_path / "first.log")
-    wait_for(
-        lambda: checkpoint_epoch(tmp_path) >= 1 or first.poll() is not None,
-        what="a first checkpoint",
-    )
+    first = training_past_its_first_checkpoint(tmp_path, args, "first.log")
     second = run("pipeline.train", args, tmp_path)
     assert second.returncode == 1
     assert f"process {first.pid} " in second.stderr and "already training" in second.stderr
