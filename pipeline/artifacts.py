@@ -11,6 +11,7 @@ from pathlib import Path
 
 import keras
 import mlflow
+import numpy as np
 from omegaconf import DictConfig
 
 from pipeline import sampler, tracking
@@ -39,6 +40,31 @@ def save_vae(
     save_keras(decoder, models_dir / "decoder.keras")
     write_text_atomic(models_dir / "vae.json", json.dumps(card, indent=2) + "\n")
     return encoder, decoder
+
+
+def log_networks(
+    encoder: keras.Model, decoder: keras.Model, x: np.ndarray, register_as: str | None
+) -> None:
+    """Both networks into the active MLflow run as Keras models with signatures (inferred from
+    the sample images x); `register_as` also registers the decoder under that name."""
+    from mlflow.models import infer_signature
+
+    z = np.zeros((len(x), int(decoder.inputs[0].shape[-1])), np.float32)
+    tracking.with_retries(
+        lambda: mlflow.keras.log_model(
+            encoder, name="encoder", signature=infer_signature(x, encoder.predict(x, verbose=0))
+        ),
+        "log encoder",
+    )
+    tracking.with_retries(
+        lambda: mlflow.keras.log_model(
+            decoder,
+            name="decoder",
+            signature=infer_signature(z, decoder.predict(z, verbose=0)),
+            registered_model_name=register_as or None,
+        ),
+        "log decoder",
+    )
 
 
 def float32_networks(

@@ -29,6 +29,10 @@ class SourceUnavailable(DownloadError):
     """A source that cannot be used here at all (e.g. Kaggle without credentials)."""
 
 
+class PrepareError(PipelineError):
+    """A bad image, attributes file or prepare setting."""
+
+
 def exit_on_pipeline_error(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Decorate a stage's main: a PipelineError becomes one logged line and exit status 1."""
 

@@ -307,26 +307,8 @@ def finish(
     mlflow.log_metrics({f"sampler_val_loglik_k{k}": v for k, v in scores.items()})
     mlflow.log_param("sampler.chosen_components", len(mixture.weights))
 
-    from mlflow.models import infer_signature
-
-    z = np.zeros((2, cfg.model.latent_dim), np.float32)
-    x = to_float(shown.images[:2])
-    tracking.with_retries(
-        lambda: mlflow.keras.log_model(
-            encoder,
-            name="encoder",
-            signature=infer_signature(x, encoder.predict(x, verbose=0)),
-        ),
-        "log encoder",
-    )
-    tracking.with_retries(
-        lambda: mlflow.keras.log_model(
-            decoder,
-            name="decoder",
-            signature=infer_signature(z, decoder.predict(z, verbose=0)),
-            registered_model_name=cfg.tracking.register_model or None,
-        ),
-        "log decoder",
+    artifacts.log_networks(
+        encoder, decoder, to_float(shown.images[:2]), cfg.tracking.register_model
     )
     final = {k: history[-1][k] for k in METRICS if k in history[-1]}
     if reports_dir is not None:
