@@ -40,7 +40,7 @@ class TrainSchema:
     seed: int = 42
     deterministic: bool = True
     steps_per_execution: int = 8
-    mixed_precision: Any = "auto"  # auto | false | bfloat16 | float16 (checked below)
+    mixed_precision: Any = False  # false | auto | bfloat16 | float16 (checked below)
     float32_layers: list[str] = field(default_factory=lambda: ["latent", "output"])
     fused_adam: Any = "auto"  # auto | true | false
     jit_compile: Any = "auto"  # auto | true | false

@@ -4,8 +4,11 @@ from pipeline import device
 
 
 def test_auto_speed_switches_resolve_to_what_the_device_has(tiny_cfg, monkeypatch) -> None:
-    cfg = tiny_cfg()
-    assert cfg.train.mixed_precision == "auto" and cfg.train.fused_adam == "auto"
+    default = tiny_cfg()  # bfloat16 is opt-in: it trains worse models (benchmarks/fast_path.py)
+    assert default.train.mixed_precision is False and default.train.fused_adam == "auto"
+    monkeypatch.setattr(device, "cpu_has_bfloat16", lambda: True)
+    assert device.resolve_device_settings(default).train.mixed_precision is False
+    cfg = tiny_cfg("train.mixed_precision=auto")
     monkeypatch.setattr(device, "cpu_has_bfloat16", lambda: True)
     resolved = device.resolve_device_settings(cfg)
     assert resolved.train.mixed_precision == "bfloat16" and resolved.train.fused_adam is True
