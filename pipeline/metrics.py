@@ -81,9 +81,8 @@ def frechet_distance(
 ) -> float:
     """‖μ1−μ2‖² + Tr(Σ1 + Σ2 − 2(Σ1Σ2)^½), the Fréchet distance of two Gaussians."""
     covmean, _ = linalg.sqrtm(sigma1 @ sigma2, disp=False)
-    if not np.isfinite(
-        covmean
-    ).all():  # near-singular product: nudge the diagonals (as TF-FID does)
+    # near-singular product: nudge the diagonals (as TF-FID does)
+    if not np.isfinite(covmean).all():
         offset = np.eye(sigma1.shape[0]) * 1e-6
         covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
     covmean = covmean.real

@@ -87,9 +87,8 @@ def test_dropped_connection_resumes_with_range(tmp_path: Path, http_server) -> N
     assert len(route.requests) == 2
     assert "Range" not in route.requests[0]
     resumed_at = int(route.requests[1]["Range"].removeprefix("bytes=").rstrip("-"))
-    assert (
-        cut - HTTP_CHUNK <= resumed_at <= cut
-    )  # at most one chunk of what arrived is fetched again
+    # at most one chunk of what arrived is fetched again
+    assert cut - HTTP_CHUNK <= resumed_at <= cut
     assert not (tmp_path / "a.tgz.part").exists()
 
 

@@ -31,9 +31,8 @@ def test_evaluate_writes_every_metric_and_picture(trained_tiny: dict, tmp_path: 
     ):
         assert np.isfinite(result[key]), key
     assert result["neg_elbo_nats"] == pytest.approx(result["reconstruction"] + result["kl"])
-    assert (
-        result["iw_nll_nats"] <= result["neg_elbo_nats"] + 1.0
-    )  # k samples tighten the bound (up to noise)
+    # k samples tighten the bound (up to noise)
+    assert result["iw_nll_nats"] <= result["neg_elbo_nats"] + 1.0
     assert 0 <= result["active_units"] <= 4 and 0 < result["ssim"] <= 1
     assert result["psnr"] == pytest.approx(10 * np.log10(1 / result["mse"]), rel=0.2)
     assert vae.mixture is not None and result["sampler"] == "gmm"  # training fitted one

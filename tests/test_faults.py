@@ -91,9 +91,8 @@ def test_kill9_during_download_resumes_and_never_exposes_partial_data(
     proc.wait()
     partial = parts()[0].stat().st_size
     assert 0 < partial < len(body)
-    assert not (
-        tmp_path / "raw/lfw-deepfunneled"
-    ).exists()  # nothing half-extracted is taken as data
+    # nothing half-extracted is taken as data
+    assert not (tmp_path / "raw/lfw-deepfunneled").exists()
 
     route.delay_per_chunk_s = 0.0
     second = run("pipeline.download", args, tmp_path)

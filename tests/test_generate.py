@@ -31,9 +31,8 @@ def test_generate_from_a_file_and_from_a_run_id_agree(trained_tiny: dict) -> Non
     np.testing.assert_allclose(a, b, rtol=1e-5)
     assert not np.allclose(a, generate(with_generate(cfg, seed=1), from_file))  # the seed matters
     cooler = generate(with_generate(cfg, temperature=0.01), from_file)
-    assert (
-        cooler.std(axis=0).mean() < a.std(axis=0).mean()
-    )  # low temperature: faces near the mean face
+    # low temperature: faces near the mean face
+    assert cooler.std(axis=0).mean() < a.std(axis=0).mean()
 
 
 def test_each_sampler_from_a_folder_and_from_a_run_id(trained_tiny: dict) -> None:

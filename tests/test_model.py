@@ -146,6 +146,5 @@ def test_model_and_loss_run_under_jax() -> None:
     lines = [line.split() for line in proc.stdout.splitlines() if " loss " in line]
     assert [line[0] for line in lines] == ["seed", "conv"]
     for line in lines:
-        assert (
-            np.isfinite(float(line[2])) and line[-1] == "True"
-        )  # a finite loss and a real gradient step
+        # a finite loss and a real gradient step
+        assert np.isfinite(float(line[2])) and line[-1] == "True"
