@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline import metrics
+from pipeline import metrics, tracking
 from pipeline.artifacts import load_local
 from pipeline.dataset import load_faces
 from pipeline.errors import PipelineError
@@ -59,6 +59,7 @@ def test_evaluate_writes_every_metric_and_picture(trained_tiny: dict, tmp_path: 
     ):
         assert (tmp_path / "eval" / picture).stat().st_size > 100, picture
 
+    tracking.setup(cfg.tracking)  # the store this model was trained into
     log_to_mlflow(vae.card["run_id"], result, tmp_path / "eval")
     mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
     run = MlflowClient().get_run(vae.card["run_id"])

@@ -114,4 +114,4 @@ def test_dvc_repro_runs_the_pipeline_and_exp_run_sets_params(
     exp = run(["dvc", "exp", "run", "-S", "model.beta=2"], project)
     assert stages_run(exp.stdout) == ["train", "evaluate"], exp.stdout
     assert yaml.safe_load((project / "params.yaml").read_text())["model"]["beta"] == 2
-    assert mlflow_runs(project)[-1].data.params["model.beta"] == "2"
+    assert float(mlflow_runs(project)[-1].data.params["model.beta"]) == 2.0  # typed: "2.0"
