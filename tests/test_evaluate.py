@@ -7,6 +7,7 @@ import mlflow
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 
 from pipeline import metrics, tracking
 from pipeline.artifacts import load_local
@@ -16,7 +17,7 @@ from pipeline.evaluate import evaluate, log_to_mlflow
 
 
 def test_evaluate_writes_every_metric_and_picture(trained_tiny: dict, tmp_path: Path) -> None:
-    cfg = trained_tiny["cfg"]
+    cfg = OmegaConf.merge(trained_tiny["cfg"], {"evaluate": {"sampler": "gmm"}})
     vae = load_local(trained_tiny["root"] / "models")
     result = evaluate(cfg, vae, load_faces(trained_tiny["prepared"]), tmp_path / "eval")
     for key in (
@@ -118,10 +119,9 @@ def test_a_model_without_a_sampler_evaluates_with_the_prior(
     (models / "sampler.npz").unlink()  # as a model trained before samplers existed
     vae = load_local(models)
     assert vae.mixture is None
+    cfg = OmegaConf.merge(trained_tiny["cfg"], {"evaluate": {"sampler": "gmm"}})
     with caplog.at_level(logging.INFO):
-        result = evaluate(
-            trained_tiny["cfg"], vae, load_faces(trained_tiny["prepared"]), tmp_path / "e"
-        )
+        result = evaluate(cfg, vae, load_faces(trained_tiny["prepared"]), tmp_path / "e")
     assert result["sampler"] == "prior" and "fid_gmm" not in result
     assert "no ex-post sampler" in caplog.text
 
