@@ -203,13 +203,7 @@ def load_network(ref: str, tracking_cfg: DictConfig, part: str = "decoder") -> k
     if ref.startswith(("runs:/", "models:/")):
         tracking.setup(tracking_cfg)
         if ref.startswith("runs:/"):
-            run_id = ref.removeprefix("runs:/").split("/")[0]
-            try:
-                mlflow.get_run(run_id)
-            except Exception as err:
-                raise PipelineError(
-                    f"MLflow run {run_id!r} does not exist in {tracking_cfg.tracking_uri}"
-                ) from err
+            require_run(ref.removeprefix("runs:/").split("/")[0], tracking_cfg, "generate.model")
         try:
             model = mlflow.keras.load_model(ref)
         except Exception as err:
