@@ -27,6 +27,7 @@ from pipeline.errors import PipelineError, exit_on_pipeline_error
 from pipeline.images import save_grid, save_png
 from pipeline.latent import (
     attribute_direction,
+    distinct_people,
     edit_grid,
     interpolation_grid,
     resolve_attributes,
@@ -71,8 +72,8 @@ def generate(
     direction = attribute_direction(
         z_train, faces.subset("train").attributes[:, faces.attribute_names.index(name)]
     )
-    test = faces.subset("test").images[: g.n]
-    z, _ = encoder.predict(to_float(test), verbose=0)
+    test = faces.subset("test")
+    z, _ = encoder.predict(to_float(test.images[distinct_people(test.person, g.n)]), verbose=0)
     return edit_grid(decoder, z, direction, list(g.strengths))
 
 

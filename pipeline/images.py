@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from pipeline.atomic import atomic_path
 
@@ -50,3 +50,37 @@ def save_grid(
     images: np.ndarray, path: str | os.PathLike[str], rows: int | None = None, scale: int = 2
 ) -> Path:
     return save_png(make_grid(images, rows=rows), path, scale=scale)
+
+
+def save_labelled_rows(
+    blocks: list[tuple[str, np.ndarray]],
+    path: str | os.PathLike[str],
+    rows_per_block: int,
+    header: list[str] | None = None,
+    scale: int = 2,
+) -> Path:
+    """Blocks of faces, each a grid of `rows_per_block` rows with its label on the left (e.g. one
+    block per attribute, one row per face); `header` labels the columns (e.g. edit strengths)."""
+    font = ImageFont.load_default(size=14)
+    pictures = []
+    for _, images in blocks:
+        grid = Image.fromarray(make_grid(images, rows=rows_per_block))
+        pictures.append(grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST))
+    label_w, gap = 130, 8
+    header_h = 22 if header else 0
+    width = label_w + max(p.width for p in pictures)
+    height = header_h + sum(p.height for p in pictures) + gap * (len(pictures) - 1)
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    if header:
+        cell = pictures[0].width / len(header)
+        for i, text in enumerate(header):
+            draw.text((label_w + cell * (i + 0.5), 4), text, fill="black", font=font, anchor="ma")
+    y = header_h
+    for (label, _), picture in zip(blocks, pictures, strict=True):
+        canvas.paste(picture, (label_w, y))
+        draw.text((6, y + picture.height // 2), label, fill="black", font=font, anchor="lm")
+        y += picture.height + gap
+    with atomic_path(path, suffix=".png") as tmp:
+        canvas.save(tmp, format="PNG")
+    return Path(path)

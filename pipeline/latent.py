@@ -49,6 +49,15 @@ def resolve_attributes(names: list[str], available: list[str]) -> list[str]:
     return list(names)
 
 
+def distinct_people(person: np.ndarray, k: int) -> np.ndarray:
+    """Indices of up to k faces of k different people, spread over the (sorted) split: LFW has
+    runs of one person's photos, so the first k faces are often the same face k times."""
+    _, first = np.unique(np.asarray(person), return_index=True)
+    first = np.sort(first)
+    picks = np.linspace(0, len(first) - 1, num=min(k, len(first))).round().astype(int)
+    return first[np.unique(picks)]
+
+
 def interpolation_grid(
     decoder: keras.Model, z_a: np.ndarray, z_b: np.ndarray, steps: int
 ) -> np.ndarray:

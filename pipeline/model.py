@@ -265,8 +265,12 @@ def compiled_vae(cfg: Any, image_size: int) -> VAE:
     encoder, decoder = build_model(cfg.model, image_size, list(cfg.train.float32_layers))
     vae = VAE(encoder, decoder, cfg.model.beta, cfg.model.likelihood, seed=cfg.train.seed)
     adam = FusedAdam if cfg.train.fused_adam else keras.optimizers.Adam
+    # use_ema: Keras keeps the average in the optimizer (so checkpoints carry it) and writes it
+    # into the weights when fit() ends, which is what gets saved
+    ema = float(cfg.train.get("ema", 0.0))
+    optimizer = adam(cfg.train.learning_rate, use_ema=ema > 0, ema_momentum=ema or 0.99)
     vae.compile(
-        optimizer=adam(cfg.train.learning_rate),
+        optimizer=optimizer,
         steps_per_execution=cfg.train.steps_per_execution,
         jit_compile=cfg.train.jit_compile,
     )

@@ -36,6 +36,7 @@ class TrainSchema:
     epochs: int = 50
     batch_size: int = 64
     learning_rate: float = 1e-3
+    ema: float = 0.0
     kl_warmup_epochs: int = 0
     seed: int = 42
     deterministic: bool = True
@@ -71,6 +72,7 @@ def validate_train_config(cfg: DictConfig, image_size: int) -> DictConfig:
         (t.epochs > 0, "train.epochs", t.epochs, "a positive integer"),
         (t.batch_size > 0, "train.batch_size", t.batch_size, "a positive integer"),
         (t.learning_rate > 0, "train.learning_rate", t.learning_rate, "a number > 0"),
+        (0 <= t.ema < 1, "train.ema", t.ema, "a number in [0, 1) (0 = off)"),
         (t.kl_warmup_epochs >= 0, "train.kl_warmup_epochs", t.kl_warmup_epochs, "an integer >= 0"),
         (
             t.steps_per_execution > 0,

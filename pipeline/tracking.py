@@ -12,7 +12,6 @@ import fcntl
 import logging
 import os
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config import flatten
 from pipeline.errors import PipelineError
-from pipeline.images import save_grid
+from pipeline.images import make_grid
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -67,6 +66,10 @@ def store_lock(uri: str) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
+
+
 def setup(cfg: DictConfig) -> str:
     """Point MLflow at the configured store and return the experiment id (created if needed)."""
     uri = tracking_uri(cfg)
@@ -76,12 +79,30 @@ def setup(cfg: DictConfig) -> str:
         experiment = with_retries(
             lambda: client.get_experiment_by_name(cfg.experiment), "get experiment"
         )
-        if experiment is not None:
-            return experiment.experiment_id
-        location = Path(cfg.artifact_location).resolve().as_uri() if cfg.artifact_location else None
-        return with_retries(
-            lambda: client.create_experiment(cfg.experiment, artifact_location=location), "create"
-        )
+        if experiment is None:
+            # a tracking server stores artifacts where its --artifacts-destination says, so that
+            # jobs on every machine can write them; a local folder only means something locally
+            local = not uri.startswith(("http://", "https://"))
+            location = (
+                Path(cfg.artifact_location).resolve().as_uri()
+                if cfg.artifact_location and local
+                else None
+            )
+            experiment_id = with_retries(
+                lambda: client.create_experiment(cfg.experiment, artifact_location=location),
+                "create",
+            )
+            experiment = client.get_experiment(experiment_id)
+        if experiment.tags.get(EXPERIMENT_KIND) != MODEL_TRAINING:
+            # MLflow 3's UI opens an untagged experiment as a GenAI workspace (traces, judges);
+            # this tag makes it show runs, metrics charts and models as for model training
+            with_retries(
+                lambda: client.set_experiment_tag(
+                    experiment.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING
+                ),
+                "tag experiment",
+            )
+        return experiment.experiment_id
 
 
 def params(cfg: DictConfig, keys: tuple[str, ...]) -> dict[str, Any]:
@@ -108,9 +129,24 @@ def git_commit() -> str:
 
 
 def sweep_parent(experiment_id: str, sweep_dir: Path, name: str) -> str:
-    """The parent run id of a sweep, created once by whichever job gets there first (O_EXCL file)."""
+    """The parent run id of a sweep, created once: by the sweep's callback before any job starts
+    (pipeline/sweep.py), else by whichever job gets there first (an O_EXCL marker file).
+
+    Jobs on other machines (a Ray cluster) have no marker in their own sweep folder, so they find
+    the parent in the tracking store by its `sweep_dir` tag before they would create one.
+    """
     marker = sweep_dir / ".mlflow_parent_run"
     sweep_dir.mkdir(parents=True, exist_ok=True)
+    if not marker.exists():
+        client = MlflowClient()
+        found = with_retries(
+            lambda: client.search_runs(
+                [experiment_id], f"tags.sweep_dir = '{sweep_dir}'", max_results=1
+            ),
+            "find parent",
+        )
+        if found:
+            return found[0].info.run_id
     try:
         fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
@@ -121,22 +157,40 @@ def sweep_parent(experiment_id: str, sweep_dir: Path, name: str) -> str:
             time.sleep(0.1)
         raise PipelineError(f"{marker} stayed empty: delete it and rerun the sweep") from None
     client = MlflowClient()
-    run = with_retries(
-        lambda: client.create_run(experiment_id, run_name=name, tags={"sweep": name}), "parent"
-    )
+    tags = {"sweep": name, "sweep_dir": str(sweep_dir), "sweep_parent": "true"}
+    run = with_retries(lambda: client.create_run(experiment_id, run_name=name, tags=tags), "parent")
     client.set_terminated(run.info.run_id)  # a grouping node, not a job: it has nothing to wait for
     with os.fdopen(fd, "w") as fh:
         fh.write(run.info.run_id)
     return run.info.run_id
 
 
-def log_grid(images: np.ndarray, artifact_file: str, rows: int | None = None) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = save_grid(images, Path(tmp) / Path(artifact_file).name, rows=rows)
-        folder = str(Path(artifact_file).parent)
-        with_retries(
-            lambda: mlflow.log_artifact(str(path), None if folder == "." else folder), "artifact"
-        )
+def log_image_step(images: np.ndarray, key: str, step: int, rows: int | None = None) -> None:
+    """A grid of faces as an MLflow image under `key` at `step`: the UI's chart view shows it per
+    step (a slider) and side by side across runs, unlike a plain artifact."""
+    grid = make_grid(images, rows=rows)
+    with_retries(lambda: mlflow.log_image(grid, key=key, step=step), f"image {key}")
+
+
+def log_dataset(images: np.ndarray, digest: str, source: str, context: str) -> None:
+    """The prepared faces as the run's MLflow dataset input (the runs table's Dataset column):
+    named after the file, with the prepared file's digest, so runs on the same data group."""
+    dataset = mlflow.data.from_numpy(
+        images, source=source, name=Path(source).name, digest=digest[:16]
+    )
+    with_retries(lambda: mlflow.log_input(dataset, context=context), "dataset input")
+
+
+def image_steps(run_id: str) -> dict[str, list[int]]:
+    """The steps at which each image key was logged (`log_image(key=, step=)`), read back through
+    the client from the file names MLflow gives them: images/<key>+step+<n>+timestamp+...png."""
+    found: dict[str, list[int]] = {}
+    for item in MlflowClient().list_artifacts(run_id, "images"):
+        name = Path(item.path).name
+        if name.endswith(".png") and "+step+" in name:
+            key, rest = name.removesuffix(".png").split("+step+", 1)
+            found.setdefault(key.replace("~", "/"), []).append(int(rest.split("+", 1)[0]))
+    return {key: sorted(steps) for key, steps in found.items()}
 
 
 def logged_steps(run_id: str, metric: str) -> set[int]:

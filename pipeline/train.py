@@ -30,6 +30,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import artifacts, sampler, tracking
+from pipeline.artifacts import load_local
 from pipeline.atomic import write_text_atomic
 from pipeline.checkpoint import (
     Checkpoint,
@@ -47,6 +48,7 @@ from pipeline.device import (
     set_numerics,
 )
 from pipeline.errors import PipelineError, exit_on_pipeline_error
+from pipeline.evaluation import evaluate_into_run
 from pipeline.model import VAE, compiled_vae
 from pipeline.schema import validate_train_config
 
@@ -56,12 +58,6 @@ METRICS = ("loss", "reconstruction", "kl", "val_loss", "val_reconstruction", "va
 
 class TrainingDiverged(PipelineError):
     pass
-
-
-# --------------------------------------------------------------------------- termination
-
-
-# --------------------------------------------------------------------------- checkpoints
 
 
 # --------------------------------------------------------------------------- the epoch callback
@@ -125,7 +121,7 @@ class EpochEnd(keras.callbacks.Callback):
         every, last = self.cfg.train.sample_every, self.cfg.train.epochs
         if (epoch + 1) % every == 0 or epoch + 1 == last:
             faces = np.asarray(self.model.decoder.predict(self.fixed_noise, verbose=0), np.float32)
-            tracking.log_grid(faces, f"samples/epoch_{epoch + 1:03d}.png")
+            tracking.log_image_step(faces, "samples", epoch + 1)
         remaining = (last - epoch - 1) * seconds
         log.info(
             "epoch %d/%d  loss %.1f  val_loss %.1f  (recon %.1f, kl %.1f, β %.2f)  %.0f img/s  ETA %s",
@@ -168,6 +164,7 @@ def train(
     reports_dir: Path | None,
     run_name: str,
     sweep: tuple[Path, str] | None = None,
+    data_source: str = "data/prepared/faces.npz",
 ) -> TrainResult:
     """Train (or resume) one configuration; everything it makes goes to MLflow and models_dir."""
     cfg = validate_train_config(cfg, faces.image_size)
@@ -228,6 +225,7 @@ def train(
                 "parent_run_id": parent,
             }
         )
+        run_kwargs["log_system_metrics"] = bool(cfg.tracking.system_metrics)
         fixed_noise = (
             np.random.default_rng(cfg.train.seed)
             .standard_normal((64, cfg.model.latent_dim))
@@ -239,6 +237,7 @@ def train(
                 mlflow.log_params(tracking.params(cfg, ("data", "model", "train", "sampler")))
                 mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
                 mlflow.log_param("data.version", data_version)
+                tracking.log_dataset(train_faces.images, data_version, data_source, "training")
             else:  # epochs checkpointed but not yet logged when the last process died
                 done = tracking.logged_steps(run.info.run_id, "loss")
                 for row in ckpt.history:
@@ -297,7 +296,9 @@ def finish(
     inputs = to_float(shown.images[:16])
     z_mean, _ = encoder.predict(inputs, verbose=0)
     outputs = decoder.predict(z_mean, verbose=0)
-    tracking.log_grid(np.concatenate([inputs, outputs]), "reconstructions.png", rows=2)
+    tracking.log_image_step(
+        np.concatenate([inputs, outputs]), "reconstructions", len(history), rows=2
+    )
     z_train, _ = encoder.predict(to_float(train_faces.images), batch_size=256, verbose=0)
     z_val, _ = encoder.predict(to_float(shown.images), batch_size=256, verbose=0)
     mixture, scores = sampler.fit_gmm(
@@ -318,6 +319,16 @@ def finish(
         )
         write_history_csv(history, reports_dir / "train_history.csv")
     mlflow.log_dict({"epochs": len(history), **final}, "final_metrics.json")
+
+
+def evaluate_after_training(cfg: DictConfig, in_sweep: bool) -> bool:
+    """`evaluate.after_training`: auto = in sweeps (DVC runs its own evaluate stage), or true/false."""
+    when = cfg.evaluate.get("after_training", "auto")
+    if when not in ("auto", True, False):
+        raise PipelineError(
+            f"evaluate.after_training={when!r} is invalid: it must be auto, true or false"
+        )
+    return in_sweep if when == "auto" else bool(when)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -348,7 +359,11 @@ def main(cfg: DictConfig) -> dict:
             reports_dir,
             tracking.run_name_from_hydra(cfg),
             sweep,
+            str(path),
         )
+        if evaluate_after_training(cfg, sweep is not None):
+            # a sweep's runs compare on held-out quality only if each job evaluates itself
+            evaluate_into_run(cfg, load_local(result.models_dir), faces, reports_dir / "evaluation")
     except Terminated as stop:
         log.warning("%s; the last checkpoint is whole: rerun the same command to resume", stop)
         raise SystemExit(128 + signal.SIGTERM) from None

@@ -28,3 +28,15 @@ def test_interpolation_starts_and_ends_at_the_two_codes() -> None:
     np.testing.assert_allclose(grid[:, 2], 0.5)
     cold = sample_faces(decoder, 500, 3, temperature=0.5, seed=1).reshape(500, 3)
     assert 0.4 < cold.std() < 0.6  # temperature scales the prior's spread
+
+
+def test_distinct_people_picks_different_people_spread_over_the_split() -> None:
+    from pipeline.latent import distinct_people
+
+    # LFW order: runs of one person's photos (a dozen George_W_Bush first, say)
+    person = np.array(["Bush"] * 12 + ["Ann", "Ann", "Bo", "Cy", "Cy", "Di", "Ed"])
+    picks = distinct_people(person, 4)
+    assert len(picks) == 4 and len(set(person[picks])) == 4
+    assert person[picks[0]] == "Bush" and person[picks[-1]] == "Ed"  # first and last person
+    # fewer people than asked: one face each, no repeats
+    assert sorted(person[distinct_people(person[:14], 4)]) == ["Ann", "Bush"]

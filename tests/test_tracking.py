@@ -43,3 +43,59 @@ def test_params_are_flat_dotted_keys() -> None:
         and flat["train.batch_size"] == 64
         and "data.attributes" not in flat
     )
+
+
+def test_a_job_on_another_machine_finds_the_parent_through_the_store(tmp_path: Path) -> None:
+    """A Ray worker has no marker file in its own sweep folder: it must not make a second parent."""
+    cfg = compose_config(
+        [
+            f"tracking.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+            f"tracking.artifact_location={tmp_path}/artifacts",
+        ]
+    )
+    experiment = tracking.setup(cfg.tracking)
+    first = tracking.sweep_parent(experiment, tmp_path / "sweep", "sweep")
+    (tmp_path / "sweep" / ".mlflow_parent_run").unlink()  # as seen from another machine
+    assert tracking.sweep_parent(experiment, tmp_path / "sweep", "sweep") == first
+    # a different sweep folder is a different sweep
+    assert tracking.sweep_parent(experiment, tmp_path / "other" / "sweep", "sweep") != first
+
+
+def test_the_experiment_is_marked_as_model_training(tmp_path: Path) -> None:
+    cfg = compose_config(
+        [
+            f"tracking.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+            f"tracking.artifact_location={tmp_path}/artifacts",
+        ]
+    )
+    experiment = tracking.setup(cfg.tracking)
+    client = mlflow.MlflowClient()
+    tags = client.get_experiment(experiment).tags
+    assert tags[tracking.EXPERIMENT_KIND] == "custom_model_development"
+    # an experiment made before the tag existed (or tagged otherwise) is re-marked on next use
+    client.set_experiment_tag(experiment, tracking.EXPERIMENT_KIND, "genai_development")
+    assert tracking.setup(cfg.tracking) == experiment
+    assert client.get_experiment(experiment).tags[tracking.EXPERIMENT_KIND] == (
+        "custom_model_development"
+    )
+
+
+def test_image_keys_and_steps_read_back_through_the_client(tmp_path: Path) -> None:
+    import numpy as np
+
+    cfg = compose_config(
+        [
+            f"tracking.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+            f"tracking.artifact_location={tmp_path}/artifacts",
+        ]
+    )
+    experiment = tracking.setup(cfg.tracking)
+    faces = np.random.default_rng(0).random((5, 8, 8, 3)).astype("float32")
+    with mlflow.start_run(experiment_id=experiment) as run:
+        for step in (3, 1, 2):
+            tracking.log_image_step(faces, "samples", step)
+        tracking.log_image_step(faces, "val/reconstructions", 7, rows=1)
+    assert tracking.image_steps(run.info.run_id) == {
+        "samples": [1, 2, 3],
+        "val/reconstructions": [7],
+    }

@@ -4,9 +4,9 @@ import mlflow
 import pytest
 from PIL import Image
 
-from pipeline.compare import plot_metric, runs_table
 from pipeline.config import compose_config
 from pipeline.errors import PipelineError
+from pipeline.runs import plot_metric, runs_table
 
 
 def cfg_for(tmp_path: Path, *extra: str):

@@ -1,0 +1,141 @@
+"""Sample quality of model variants, measured the way the pipeline measures it: each arm is trained
+by `python -m pipeline.train` and judged by `python -m pipeline.evaluate` (FID/KID from the prior
+and from the ex-post mixture, FID of reconstructions, PSNR, SSIM, −ELBO, active units), one fresh
+process per stage, on the prepared data in data/prepared.
+
+    python benchmarks/quality.py                                # the README's results table (50 epochs)
+    python benchmarks/quality.py --epochs 8 --arms conv,conv-gaussian --out reports/quality-screen
+    python benchmarks/quality.py --list
+
+Every arm writes its models, reports and MLflow runs under --out (its own tracking store, so the
+project's mlruns/ stays clean); an arm whose metrics are already there is not trained again, so an
+interrupted benchmark continues where it stopped. The table is printed as Markdown and written to
+<out>/results.md, one JSON line per arm to <out>/results.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Hydra overrides on top of conf/ for each arm. The first three are the README's results table.
+ARMS: dict[str, list[str]] = {
+    "seed": ["experiment=notebook"],
+    "conv": ["model=conv"],
+    "conv-gaussian": ["model=conv", "model.likelihood=gaussian"],
+    "conv-bce-sum": ["model=conv", "model.likelihood=bce_sum"],
+    "conv-gaussian-ema": ["model=conv", "model.likelihood=gaussian", "train.ema=0.999"],
+    "conv-ema": ["model=conv", "train.ema=0.999"],
+}
+DEFAULT_ARMS = ["seed", "conv"]
+
+COLUMNS = [
+    ("fid_prior", "FID prior", "{:.1f}"),
+    ("fid_gmm", "FID GMM", "{:.1f}"),
+    ("fid_reconstructions", "FID recon.", "{:.1f}"),
+    ("kid_prior", "KID prior", "{:.3f}"),
+    ("kid_gmm", "KID GMM", "{:.3f}"),
+    ("psnr", "PSNR dB", "{:.2f}"),
+    ("ssim", "SSIM", "{:.3f}"),
+    ("neg_elbo_nats", "−ELBO nats", "{:.1f}"),
+    ("active_units", "active units", "{:d}"),
+    ("train_minutes", "train min", "{:.1f}"),
+]
+
+
+def run(stage: str, overrides: list[str], log_path: Path) -> float:
+    """One pipeline stage in a fresh process; returns its wall time in seconds."""
+    cmd = [sys.executable, "-m", f"pipeline.{stage}", *overrides]
+    started = time.perf_counter()
+    with open(log_path, "w") as log:
+        log.write(" ".join(cmd) + "\n")
+        log.flush()
+        done = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    if done.returncode:
+        raise SystemExit(f"{stage} failed (exit {done.returncode}): see {log_path}")
+    return time.perf_counter() - started
+
+
+def measure(arm: str, epochs: int | None, out: Path, extra: list[str]) -> dict:
+    folder = (out / arm).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    overrides = [
+        *ARMS[arm],
+        *([f"train.epochs={epochs}"] if epochs else []),
+        f"paths.models={folder / 'models'}",
+        f"paths.reports={folder / 'reports'}",
+        f"tracking.tracking_uri=sqlite:///{out.resolve() / 'mlflow.db'}",
+        f"tracking.artifact_location={out.resolve() / 'artifacts'}",
+        f"hydra.run.dir={folder / 'hydra'}",
+        "evaluate.sampler=gmm",
+        *extra,
+    ]
+    print(f"[{arm}] training: {' '.join(overrides[: len(ARMS[arm]) + 1])}", flush=True)
+    train_s = run("train", overrides, folder / "train.log")
+    print(f"[{arm}] trained in {train_s / 60:.1f} min; evaluating", flush=True)
+    eval_s = run("evaluate", overrides, folder / "evaluate.log")
+    result = json.loads((folder / "reports" / "metrics.json").read_text())
+    return {
+        "arm": arm,
+        "overrides": ARMS[arm] + extra,
+        "epochs": epochs,
+        "train_minutes": train_s / 60,
+        "evaluate_minutes": eval_s / 60,
+        **result,
+    }
+
+
+def table(rows: list[dict]) -> str:
+    head = "| arm | overrides | " + " | ".join(c[1] for c in COLUMNS) + " |"
+    lines = [head, "|" + " --- |" * (len(COLUMNS) + 2)]
+    for r in rows:
+        cells = [
+            fmt.format(r[key]) if isinstance(r.get(key), int | float) else "–"
+            for key, _, fmt in COLUMNS
+        ]
+        lines.append(f"| {r['arm']} | `{' '.join(r['overrides'])}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--arms", default=",".join(DEFAULT_ARMS))
+    parser.add_argument("--epochs", type=int, default=None, help="default: the config's (50)")
+    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "quality")
+    parser.add_argument("--list", action="store_true", help="print the arms and exit")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every arm")
+    args = parser.parse_args()
+    if args.list:
+        for name, overrides in ARMS.items():
+            print(f"{name:20s} {' '.join(overrides)}")
+        return
+    arms = args.arms.split(",")
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:
+        raise SystemExit(f"unknown arm(s) {unknown}: choose from {', '.join(ARMS)}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = args.out / "results.jsonl"
+    done = (
+        {json.loads(line)["arm"]: json.loads(line) for line in results.read_text().splitlines()}
+        if results.exists()
+        else {}
+    )
+    rows = []
+    for arm in arms:
+        if arm not in done:
+            done[arm] = measure(arm, args.epochs, args.out, args.overrides)
+            with open(results, "a") as fh:
+                fh.write(json.dumps(done[arm]) + "\n")
+        rows.append(done[arm])
+        print(table(rows), flush=True)
+    (args.out / "results.md").write_text(table(rows) + "\n")
+
+
+if __name__ == "__main__":
+    main()

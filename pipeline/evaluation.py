@@ -1,0 +1,251 @@
+"""Held-out evaluation of a trained VAE: metrics on the test split and the pictures people look at.
+
+The evaluate stage calls `evaluate` on the model of the last `train`, and training calls it at the
+end of each sweep job (`evaluate.after_training`), so a sweep's runs compare on held-out quality.
+Metric definitions are in the README; metrics.py holds the formulas.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import mlflow
+import numpy as np
+from omegaconf import DictConfig
+
+from pipeline import metrics, sampler, tracking
+from pipeline.artifacts import TrainedVAE
+from pipeline.atomic import atomic_dir, atomic_path, write_text_atomic
+from pipeline.dataset import Faces, to_float
+from pipeline.errors import PipelineError
+from pipeline.images import save_grid, save_labelled_rows, to_uint8
+from pipeline.latent import (
+    attribute_direction,
+    distinct_people,
+    edit_grid,
+    interpolation_grid,
+    predict,
+    sample_faces,
+)
+from pipeline.model import LOG_2PI, kl_divergence, reconstruction_nll
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- model evaluation
+
+
+def log_normal(z: np.ndarray, mean: np.ndarray, log_var: np.ndarray) -> np.ndarray:
+    return -0.5 * np.sum(LOG_2PI + log_var + (z - mean) ** 2 / np.exp(log_var), axis=-1)
+
+
+def likelihood_terms(
+    vae: TrainedVAE, images: np.ndarray, k: int, batch_size: int, seed: int
+) -> dict:
+    """Single-sample ELBO terms and a k-sample importance-weighted log-likelihood bound, per image.
+
+    For the Gaussian likelihood the data are dequantised ((x + u)/256, u ~ U(0,1)), which makes the
+    bound one on the discrete 8-bit data; the Bernoulli-style losses are not densities on such data.
+    """
+    rng = np.random.default_rng(seed)
+    lik, log_sigma = vae.card["likelihood"], vae.card.get("log_sigma")
+    x = (
+        (images.astype(np.float32) + rng.random(images.shape, dtype=np.float32)) / 256.0
+        if lik == "gaussian"
+        else to_float(images)
+    )
+    z_mean, z_log_var = (np.asarray(a, np.float64) for a in predict(vae.encoder, x, batch_size))
+    per_dim_kl = 0.5 * (np.exp(z_log_var) + z_mean**2 - 1.0 - z_log_var)
+    log_w = np.zeros((k, len(x)))
+    for i in range(k):
+        z = z_mean + np.exp(0.5 * z_log_var) * rng.standard_normal(z_mean.shape)
+        x_hat = predict(vae.decoder, z.astype(np.float32), batch_size)
+        nll = np.asarray(
+            reconstruction_nll(x, x_hat, lik, None if log_sigma is None else np.float32(log_sigma)),
+            np.float64,
+        )
+        if i == 0:
+            reconstruction = nll
+        log_w[i] = -nll + log_normal(z, 0.0, np.zeros_like(z)) - log_normal(z, z_mean, z_log_var)
+    kl = np.asarray(kl_divergence(z_mean, z_log_var), np.float64)
+    return {
+        "reconstruction": reconstruction,
+        "kl": kl,
+        "neg_elbo": reconstruction + kl,
+        "iw_log_likelihood": metrics.log_mean_exp(log_w, axis=0),
+        "per_dim_kl": per_dim_kl.mean(0),
+        "z_mean": z_mean,
+    }
+
+
+# --------------------------------------------------------------------------- pictures
+
+
+def kl_plot(per_dim_kl: np.ndarray, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order = np.argsort(per_dim_kl)[::-1]
+    fig, ax = plt.subplots(figsize=(8, 3))
+    ax.bar(np.arange(len(order)), per_dim_kl[order], width=1.0)
+    ax.set(
+        xlabel="latent dimension (sorted)",
+        ylabel="KL (nats)",
+        title="KL per latent dimension on test faces",
+    )
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return path
+
+
+def evaluate(cfg: DictConfig, vae: TrainedVAE, faces: Faces, out_dir: Path) -> dict:
+    """Compute every metric and picture; returns the metrics dict (also written to out_dir)."""
+    e = cfg.evaluate
+    sampler.validate(e.sampler)
+    if e.n_samples is not None and e.n_samples <= 0:
+        raise PipelineError(
+            f"evaluate.n_samples={e.n_samples} must be positive (or null for the test-set size)"
+        )
+    test, train = faces.subset("test"), faces.subset("train")
+    if len(test.images) < 2:
+        raise PipelineError(
+            "the prepared file has fewer than 2 test faces: check data.prepare.split"
+        )
+    started = time.perf_counter()
+    terms = likelihood_terms(vae, test.images, e.importance_samples, e.batch_size, e.seed)
+    dims = int(np.prod(test.images.shape[1:]))
+    x = to_float(test.images)
+    z_mean, _ = predict(vae.encoder, x, e.batch_size)
+    recon = np.asarray(predict(vae.decoder, z_mean, e.batch_size))
+    result: dict[str, Any] = {
+        "test_images": len(test.images),
+        "mse": float(metrics.mse(x, recon).mean()),
+        "psnr": float(metrics.psnr(x, recon).mean()),
+        "ssim": float(metrics.ssim(x, recon).mean()),
+        "reconstruction": float(terms["reconstruction"].mean()),
+        "kl": float(terms["kl"].mean()),
+        "neg_elbo_nats": float(terms["neg_elbo"].mean()),
+        "iw_nll_nats": float(-terms["iw_log_likelihood"].mean()),
+        "importance_samples": int(e.importance_samples),
+        "active_units": metrics.active_units(terms["z_mean"], e.active_unit_threshold),
+        "latent_dim": int(vae.card["latent_dim"]),
+    }
+    if vae.card["likelihood"] == "gaussian":
+        result["neg_elbo_bits_per_dim"] = metrics.bits_per_dim(result["neg_elbo_nats"], dims)
+        result["iw_nll_bits_per_dim"] = metrics.bits_per_dim(result["iw_nll_nats"], dims)
+
+    n = int(e.n_samples or len(test.images))
+    if e.sampler == "gmm" and vae.mixture is None:
+        log.info(
+            "the model has no ex-post sampler (trained before samplers existed): using the prior"
+        )
+    samplers = {"prior": None, **({"gmm": vae.mixture} if vae.mixture is not None else {})}
+    default = "gmm" if e.sampler == "gmm" and vae.mixture is not None else "prior"
+    result["sampler"] = default
+    latent = vae.card["latent_dim"]
+    samples = {
+        name: sample_faces(vae.decoder, n, latent, 1.0, e.seed, mixture=m)
+        for name, m in samplers.items()
+    }
+    reason = metrics.fid_unavailable_reason() if e.fid else "disabled (evaluate.fid=false)"
+    if reason is None:
+        cache = None if e.cache_dir is None else Path(hydra.utils.to_absolute_path(e.cache_dir))
+        real = metrics.cached_inception_features(test.images, cache, desc="FID: test faces")
+        for name, faces_s in samples.items():
+            fake = metrics.inception_features(to_uint8(faces_s), desc=f"FID: {name} samples")
+            result[f"fid_{name}"] = metrics.fid_from_features(fake, real)
+            result[f"kid_{name}"], result[f"kid_std_{name}"] = metrics.kid_from_features(
+                fake, real, e.kid_subsets, min(e.kid_subset_size, n, len(real))
+            )
+        # the default sampler's figures under the old names, so runs stay comparable
+        result["fid"], result["kid"] = result[f"fid_{default}"], result[f"kid_{default}"]
+        result["kid_std"] = result[f"kid_std_{default}"]
+        # reconstructions vs test faces: the decoder's own limit, whatever the sampler
+        rec = metrics.inception_features(to_uint8(recon), desc="FID: reconstructions")
+        result["fid_reconstructions"] = metrics.fid_from_features(rec, real)
+        result["fid_samples"], result["fid_real"] = n, len(real)
+        result["fid_network"], result["fid_resize"] = metrics.FID_NETWORK, metrics.FID_RESIZE
+    else:
+        log.warning("FID/KID skipped: %s", reason)
+        result["fid_skipped"] = reason
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mixture = samplers[default]
+    for temperature in e.temperatures:
+        faces_t = (
+            samples[default][:64]
+            if temperature == 1.0
+            else sample_faces(vae.decoder, 64, latent, temperature, e.seed, mixture=mixture)
+        )
+        save_grid(faces_t, out_dir / f"samples_t{temperature:g}.png")
+    save_grid(np.concatenate([x[:16], recon[:16]]), out_dir / "reconstructions.png", rows=2)
+    pairs = min(4, len(x) // 2)
+    save_grid(
+        interpolation_grid(
+            vae.decoder, z_mean[:pairs], z_mean[pairs : 2 * pairs], e.interpolation_steps
+        ),
+        out_dir / "interpolations.png",
+        rows=pairs,
+    )
+    kl_plot(terms["per_dim_kl"], out_dir / "kl_per_dimension.png")
+    wanted = [a for a in e.attributes if a in faces.attribute_names]
+    if len(wanted) < len(e.attributes):
+        log.warning(
+            "no attribute edits for %s: not in the prepared file's attributes",
+            [a for a in e.attributes if a not in wanted],
+        )
+    if wanted and len(train.images):
+        z_train, _ = predict(vae.encoder, to_float(train.images), e.batch_size)
+        people = distinct_people(test.person, 4)  # four different people, not one person 4 times
+        blocks = []
+        for name in wanted:
+            direction = attribute_direction(
+                z_train, train.attributes[:, faces.attribute_names.index(name)]
+            )
+            edits = edit_grid(vae.decoder, z_mean[people], direction, list(e.edit_strengths))
+            blocks.append((name, edits))
+        save_labelled_rows(
+            blocks,
+            out_dir / "attribute_edits.png",
+            rows_per_block=len(people),
+            header=[f"{s:+g}" for s in e.edit_strengths],  # strength along the direction
+        )
+        result["attribute_edits"] = ", ".join(wanted)
+    result["seconds"] = time.perf_counter() - started
+    write_text_atomic(out_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def log_to_mlflow(run_id: str, result: dict, out_dir: Path) -> None:
+    numbers = {f"test_{k}": float(v) for k, v in result.items() if isinstance(v, int | float)}
+    with tracking.with_retries(lambda: mlflow.start_run(run_id=run_id), "reopen run"):
+        tracking.with_retries(lambda: mlflow.log_metrics(numbers), "test metrics")
+        for key in ("fid_network", "fid_resize", "fid_skipped", "attribute_edits"):
+            if key in result:
+                mlflow.set_tag(f"eval.{key}", str(result[key])[:5000])
+        mlflow.log_artifacts(str(out_dir), "evaluation")
+
+
+def evaluate_into_run(
+    cfg: DictConfig, vae: TrainedVAE, faces: Faces, keep: Path | None = None
+) -> dict:
+    """`evaluate`, then the numbers (as test_* metrics) and pictures into the model's MLflow run;
+    the pictures also to `keep` when given, replacing it only once everything has succeeded."""
+    with tempfile.TemporaryDirectory(prefix="evaluation-") as tmp:
+        result = evaluate(cfg, vae, faces, Path(tmp))
+        log_to_mlflow(vae.card["run_id"], result, Path(tmp))
+        if keep is not None:
+            with atomic_dir(keep) as staging:
+                shutil.copytree(tmp, staging, dirs_exist_ok=True)
+    return result

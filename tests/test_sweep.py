@@ -1,0 +1,144 @@
+"""Sweeps through Hydra's Ray launcher on a local Ray instance, against a SQLite store and a real
+`mlflow server`: each job one evaluated MLflow run under one parent, which gets the comparison."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from pipeline import tracking
+from tests.conftest import TINY_MODEL
+
+pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="the [ray] extra is not installed")
+
+
+def ray_sweep(tmp_path: Path, tracking_args: list[str]) -> subprocess.CompletedProcess:
+    from tests.lfw_fixtures import write_tiny_prepared
+
+    write_tiny_prepared(tmp_path / "prepared" / "faces.npz")
+    # a local Ray instance of its own, whatever cluster this machine may belong to
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    args = [
+        "--multirun",
+        "hydra/launcher=ray",
+        "hydra.launcher.ray.remote.num_cpus=1",  # two jobs at once on the 2-core CI machine
+        *TINY_MODEL,
+        "train.epochs=2",
+        "model.latent_dim=2,4",
+        *tracking_args,
+        f"paths.prepared={tmp_path}/prepared",
+        f"paths.reports={tmp_path}/reports",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+        "evaluate.fid=false",  # FID in sweeps is the same code as evaluate's, tested there
+        "evaluate.importance_samples=2",
+        "evaluate.attributes=[Top]",
+    ]
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.train", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
+
+
+def check_sweep(proc: subprocess.CompletedProcess, tmp_path: Path, uri: str) -> None:
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "Ray Launcher is launching 2 jobs" in proc.stderr + proc.stdout
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("lfw-vae")
+    assert experiment.tags[tracking.EXPERIMENT_KIND] == "custom_model_development"
+    runs = client.search_runs([experiment.experiment_id])
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(children) == 2
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
+    assert {r.data.params["model.latent_dim"] for r in children} == {"2", "4"}
+    for run in children:
+        assert run.info.status == "FINISHED"
+        # every job evaluated itself on the test split (evaluate.after_training=auto in sweeps)
+        for metric in ("test_mse", "test_psnr", "test_neg_elbo_nats", "test_active_units"):
+            assert metric in run.data.metrics, (run.info.run_name, metric)
+        assert tracking.image_steps(run.info.run_id) == {"samples": [2], "reconstructions": [2]}
+        assert any(a.path == "evaluation" for a in client.list_artifacts(run.info.run_id))
+    # each job's models in its own folder of the sweep
+    for job in ("0", "1"):
+        assert (tmp_path / "sweep" / job / "models" / "decoder.keras").is_file()
+    # the parent run got the comparison of its jobs
+    names = {a.path for a in client.list_artifacts(parent.info.run_id, "comparison")}
+    assert "comparison/runs.csv" in names and any(n.endswith(".png") for n in names)
+    table = client.download_artifacts(parent.info.run_id, "comparison/runs.csv", str(tmp_path))
+    rows = list(csv.DictReader(io.StringIO(Path(table).read_text())))
+    assert {r["run_id"] for r in rows} == {r.info.run_id for r in children}
+    assert all(r["test_mse"] for r in rows)
+
+
+def test_ray_sweep_on_a_local_ray_instance(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    proc = ray_sweep(
+        tmp_path, [f"tracking.tracking_uri={uri}", f"tracking.artifact_location={tmp_path}/art"]
+    )
+    check_sweep(proc, tmp_path, uri)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ray_sweep_against_a_tracking_server(tmp_path: Path) -> None:
+    """The multi-machine setup on one machine: runs and artifacts go through `mlflow server`."""
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path}/server/mlflow.db",
+            "--artifacts-destination",
+            str(tmp_path / "server" / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("mlflow server did not start within 60 s")
+        proc = ray_sweep(tmp_path, [f"tracking.tracking_uri={uri}"])
+        check_sweep(proc, tmp_path, uri)
+        # the artifacts went through the server, not to a local folder of the jobs
+        assert any((tmp_path / "server" / "artifacts").rglob("runs.csv"))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
