@@ -203,7 +203,9 @@ def run_name_from_hydra(cfg: DictConfig) -> str:
         overrides = HydraConfig.get().overrides.task
     except ValueError:
         overrides = []
-    overrides = [o for o in overrides if not o.startswith(("hydra.", "tracking.", "paths."))]
+    # what shapes the model; where runs are stored and how they are judged afterwards do not
+    skip = ("hydra.", "hydra/", "tracking.", "paths.", "evaluate.", "generate.", "compare.")
+    overrides = [o for o in overrides if not o.lstrip("+~").startswith(skip)]
     return (
         " ".join(overrides)
         or f"{cfg.model.name} z{cfg.model.latent_dim} β{cfg.model.beta} e{cfg.train.epochs}"

@@ -94,3 +94,31 @@ def test_fid_network_plumbing_on_real_faces() -> None:
     assert metrics.fid_from_features(feats, feats) == pytest.approx(0.0, abs=1e-3)
     noise = np.random.default_rng(0).integers(0, 255, faces.shape, dtype=np.uint8)
     assert metrics.fid_from_features(metrics.inception_features(noise), feats) > 50
+
+
+def test_inception_features_of_real_faces_are_cached_per_content(tmp_path, monkeypatch) -> None:
+    import numpy as np
+
+    from pipeline import metrics
+
+    calls = []
+
+    def features(images, batch_size=50, desc=""):  # stands in for the 87 MB network
+        calls.append(len(images))
+        return np.tile(images.reshape(len(images), -1)[:, :1].astype(np.float64), (1, 2048))
+
+    monkeypatch.setattr(metrics, "inception_features", features)
+    faces = np.random.default_rng(0).integers(0, 256, (7, 8, 8, 3), dtype=np.uint8)
+    first = metrics.cached_inception_features(faces, tmp_path)
+    again = metrics.cached_inception_features(faces.copy(), tmp_path)
+    assert calls == [7] and np.array_equal(first, again)  # the second call read the cache
+    other = faces.copy()
+    other[0, 0, 0, 0] ^= 1  # one changed pixel is other data
+    metrics.cached_inception_features(other, tmp_path)
+    assert calls == [7, 7] and len(list(tmp_path.glob("*.npy"))) == 2
+    for cached in tmp_path.glob("*.npy"):
+        cached.write_bytes(b"truncated")  # a damaged cache is recomputed, not trusted
+    assert np.array_equal(metrics.cached_inception_features(faces, tmp_path), first)
+    assert calls == [7, 7, 7]
+    metrics.cached_inception_features(faces, None)  # None: no cache
+    assert calls == [7, 7, 7, 7] and not list(tmp_path.glob(".*"))  # no temp files left

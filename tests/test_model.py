@@ -148,3 +148,39 @@ def test_model_and_loss_run_under_jax() -> None:
     for line in lines:
         # a finite loss and a real gradient step
         assert np.isfinite(float(line[2])) and line[-1] == "True"
+
+
+def test_weight_ema_is_what_training_leaves_in_the_model() -> None:
+    """train.ema: the optimizer keeps the average and fit() writes it into the weights at the end,
+    so the saved networks are the averaged ones, not the last step's."""
+    from pipeline.config import compose_config
+    from pipeline.model import compiled_vae
+    from pipeline.schema import validate_train_config
+
+    cfg = compose_config(
+        [
+            "model.widths=[8,16]",
+            "model.latent_dim=4",
+            "train.ema=0.9",
+            "train.steps_per_execution=1",
+        ]
+    )
+    cfg = validate_train_config(cfg, 16)
+    vae = compiled_vae(cfg, 16)
+    assert vae.optimizer.use_ema and vae.optimizer.ema_momentum == pytest.approx(0.9)
+    x = np.random.default_rng(0).random((32, 16, 16, 3)).astype("float32")
+    vae.fit(x, batch_size=8, epochs=2, verbose=0)
+    ema = [np.asarray(v) for v in vae.optimizer._model_variables_moving_average]
+    trained = [np.asarray(w) for w in vae.trainable_variables]
+    assert len(ema) == len(trained)
+    for a, w in zip(ema, trained, strict=True):
+        np.testing.assert_allclose(w, a, rtol=1e-6)
+
+
+@pytest.mark.parametrize("value", [1.0, -0.1])
+def test_ema_outside_zero_one_is_one_clear_error(value: float) -> None:
+    from pipeline.config import compose_config
+    from pipeline.schema import validate_train_config
+
+    with pytest.raises(PipelineError, match=r"train.ema=.* must be a number in \[0, 1\)"):
+        validate_train_config(compose_config([f"train.ema={value}"]), 64)
