@@ -192,8 +192,9 @@ def train(
     ckpt_dir = models_dir / "checkpoints" / fingerprint(cfg, data_version)
     # one training per checkpoint folder: a second one with the same config stops here
     with checkpoint_lock(ckpt_dir):
+        experiment_id = tracking.setup(cfg.tracking)
         ckpt = Checkpoint.load(ckpt_dir) if cfg.train.resume else None
-        if ckpt is not None and ckpt.epoch >= cfg.train.epochs:
+        if ckpt is not None and ckpt.epoch >= cfg.train.epochs and run_finished(ckpt.run_id):
             log.info("checkpoint %s is a finished run: starting a new one", ckpt_dir)
             ckpt = None
         if ckpt is not None:
@@ -203,7 +204,6 @@ def train(
             ckpt = Checkpoint(ckpt_dir)
         resumed_from = ckpt.epoch
 
-        experiment_id = tracking.setup(cfg.tracking)
         parent = tracking.sweep_parent(experiment_id, *sweep) if sweep else None
         tags = {
             "git_commit": tracking.git_commit(),
@@ -264,8 +264,23 @@ def train(
                         ],
                         verbose=2,
                     )
+                elif vae.optimizer.use_ema:
+                    # every epoch was done but the run died while saving: fit() would have
+                    # written the weight average into the model when it ended, so do that here
+                    vae.optimizer.finalize_variable_values(vae.trainable_variables)
             finish(cfg, vae, train_faces, val_faces, ckpt.history, models_dir, reports_dir)
         return TrainResult(ckpt.run_id, ckpt.history, models_dir, resumed_from)
+
+
+def run_finished(run_id: str | None) -> bool:
+    """Whether a checkpoint's MLflow run ended well (a run that died while saving its models, after
+    the last epoch, is finished by resuming it, not by training again from scratch)."""
+    if not run_id:
+        return True
+    try:
+        return mlflow.MlflowClient().get_run(run_id).info.status == "FINISHED"
+    except mlflow.exceptions.MlflowException:  # not in this store: nothing to finish
+        return True
 
 
 def finish(

@@ -272,3 +272,13 @@ def test_bfloat16_training_logs_what_it_did_and_saves_float32_networks(
         np.zeros((2, 4), np.float32), verbose=0
     )
     assert faces.dtype == np.float32 and np.isfinite(faces).all()
+
+
+def test_a_finished_config_trained_again_is_a_new_run(
+    tiny_cfg, tiny_prepared: Path, tmp_path: Path
+) -> None:
+    cfg = tiny_cfg("train.epochs=2")
+    first = run_training(cfg, tiny_prepared, tmp_path)
+    again = run_training(cfg, tiny_prepared, tmp_path)
+    assert again.run_id != first.run_id and again.resumed_from == 0
+    assert client_for(cfg).get_run(again.run_id).info.status == "FINISHED"
