@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline import tracking
 from tests.conftest import TINY_MODEL
+from tests.test_train import cli
 
 pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="the [ray] extra is not installed")
 
@@ -27,9 +28,6 @@ def ray_sweep(tmp_path: Path, tracking_args: list[str]) -> subprocess.CompletedP
     from tests.lfw_fixtures import write_tiny_prepared
 
     write_tiny_prepared(tmp_path / "prepared" / "faces.npz")
-    # a local Ray instance of its own, whatever cluster this machine may belong to
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     args = [
         "--multirun",
         "hydra/launcher=ray",
@@ -45,14 +43,9 @@ def ray_sweep(tmp_path: Path, tracking_args: list[str]) -> subprocess.CompletedP
         "evaluate.importance_samples=2",
         "evaluate.attributes=[Top]",
     ]
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.train", *args],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=env,
-    )
+    # a local Ray instance of its own, whatever cluster this machine may belong to
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return cli(args, tmp_path, env)
 
 
 def check_sweep(proc: subprocess.CompletedProcess, tmp_path: Path, uri: str) -> None:

@@ -21,13 +21,18 @@ def test_retries_only_database_locked() -> None:
         tracking.with_retries(lambda: (_ for _ in ()).throw(ValueError("other")), "test")
 
 
-def test_sweep_parent_is_created_once(tmp_path: Path) -> None:
-    cfg = compose_config(
+def store_cfg(tmp_path: Path):
+    """conf/ with an MLflow store inside tmp_path."""
+    return compose_config(
         [
             f"tracking.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
             f"tracking.artifact_location={tmp_path}/artifacts",
         ]
     )
+
+
+def test_sweep_parent_is_created_once(tmp_path: Path) -> None:
+    cfg = store_cfg(tmp_path)
     experiment = tracking.setup(cfg.tracking)
     first = tracking.sweep_parent(experiment, tmp_path / "sweep", "sweep-1")
     assert tracking.sweep_parent(experiment, tmp_path / "sweep", "sweep-1") == first
@@ -47,12 +52,7 @@ def test_params_are_flat_dotted_keys() -> None:
 
 def test_a_job_on_another_machine_finds_the_parent_through_the_store(tmp_path: Path) -> None:
     """A Ray worker has no marker file in its own sweep folder: it must not make a second parent."""
-    cfg = compose_config(
-        [
-            f"tracking.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
-            f"tracking.artifact_location={tmp_path}/artifacts",
-        ]
-    )
+    cfg = store_cfg(tmp_path)
     experiment = tracking.setup(cfg.tracking)
     first = tracking.sweep_parent(experiment, tmp_path / "sweep", "sweep")
     (tmp_path / "sweep" / ".mlflow_parent_run").unlink()  # as seen from another machine
@@ -62,12 +62,7 @@ def test_a_job_on_another_machine_finds_the_parent_through_the_store(tmp_path: P
 
 
 def test_the_experiment_is_marked_as_model_training(tmp_path: Path) -> None:
-    cfg = compose_config(
-        [
-            f"tracking.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
-            f"tracking.artifact_location={tmp_path}/artifacts",
-        ]
-    )
+    cfg = store_cfg(tmp_path)
     experiment = tracking.setup(cfg.tracking)
     client = mlflow.MlflowClient()
     tags = client.get_experiment(experiment).tags
@@ -83,12 +78,7 @@ def test_the_experiment_is_marked_as_model_training(tmp_path: Path) -> None:
 def test_image_keys_and_steps_read_back_through_the_client(tmp_path: Path) -> None:
     import numpy as np
 
-    cfg = compose_config(
-        [
-            f"tracking.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
-            f"tracking.artifact_location={tmp_path}/artifacts",
-        ]
-    )
+    cfg = store_cfg(tmp_path)
     experiment = tracking.setup(cfg.tracking)
     faces = np.random.default_rng(0).random((5, 8, 8, 3)).astype("float32")
     with mlflow.start_run(experiment_id=experiment) as run:

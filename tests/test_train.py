@@ -185,8 +185,9 @@ def test_bad_config_fails_before_training(
     assert not (tmp_path / "mlruns").exists()  # nothing was started
 
 
-def cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+def cli(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m pipeline.train ARGS` in cwd (env: the process environment, default this one's)."""
+    env = {**(os.environ if env is None else env), "TF_CPP_MIN_LOG_LEVEL": "2"}
     return subprocess.run(
         [sys.executable, "-m", "pipeline.train", *args],
         cwd=cwd,
