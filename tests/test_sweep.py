@@ -32,6 +32,8 @@ def ray_sweep(tmp_path: Path, tracking_args: list[str]) -> subprocess.CompletedP
         "--multirun",
         "hydra/launcher=ray",
         "hydra.launcher.ray.remote.num_cpus=1",  # two jobs at once on the 2-core CI machine
+        # a small object store: CI containers have little /dev/shm (the plugin's own default)
+        "hydra.launcher.ray.init.object_store_memory=78643200",
         *TINY_MODEL,
         "train.epochs=2",
         "model.latent_dim=2,4",
