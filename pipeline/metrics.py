@@ -20,6 +20,8 @@ from scipy import linalg
 from scipy.ndimage import gaussian_filter
 from tqdm import tqdm
 
+from pipeline.atomic import atomic_path
+
 log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- reconstruction
@@ -201,8 +203,6 @@ def cached_inception_features(
             pass
         log.warning("ignoring an unreadable feature cache %s: recomputing it", path)
     feats = inception_features(images, desc=desc)
-    from pipeline.atomic import atomic_path  # the only file this module writes
-
     with atomic_path(path) as tmp:
         np.save(tmp, feats)
     return feats

@@ -268,7 +268,8 @@ def compiled_vae(cfg: Any, image_size: int) -> VAE:
     # use_ema: Keras keeps the average in the optimizer (so checkpoints carry it) and writes it
     # into the weights when fit() ends, which is what gets saved
     ema = float(cfg.train.get("ema", 0.0))
-    optimizer = adam(cfg.train.learning_rate, use_ema=ema > 0, ema_momentum=ema or 0.99)
+    averaging = {"use_ema": True, "ema_momentum": ema} if ema > 0 else {}
+    optimizer = adam(cfg.train.learning_rate, **averaging)
     vae.compile(
         optimizer=optimizer,
         steps_per_execution=cfg.train.steps_per_execution,

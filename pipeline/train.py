@@ -365,6 +365,8 @@ def main(cfg: DictConfig) -> dict:
             Path(hc.runtime.output_dir) / "reports",
         )
         sweep = (Path(hc.sweep.dir), Path(hc.sweep.dir).name)
+    # checked before training, so a bad value never costs a training
+    evaluate_after = evaluate_after_training(cfg, sweep is not None)
     try:
         result = train(
             cfg,
@@ -376,7 +378,7 @@ def main(cfg: DictConfig) -> dict:
             sweep,
             str(path),
         )
-        if evaluate_after_training(cfg, sweep is not None):
+        if evaluate_after:
             # a sweep's runs compare on held-out quality only if each job evaluates itself
             evaluate_into_run(cfg, load_local(result.models_dir), faces, reports_dir / "evaluation")
     except Terminated as stop:

@@ -283,3 +283,13 @@ def test_a_finished_config_trained_again_is_a_new_run(
     again = run_training(cfg, tiny_prepared, tmp_path)
     assert again.run_id != first.run_id and again.resumed_from == 0
     assert client_for(cfg).get_run(again.run_id).info.status == "FINISHED"
+
+
+def test_bad_evaluate_after_training_fails_before_training(
+    tiny_prepared: Path, tmp_path: Path
+) -> None:
+    proc = cli([*tiny_cli_overrides(tmp_path), "evaluate.after_training=sometimes"], tmp_path)
+    assert proc.returncode == 1
+    assert "evaluate.after_training='sometimes' is invalid" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "mlruns").exists()  # nothing was started
