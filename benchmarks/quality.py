@@ -32,6 +32,7 @@ ARMS: dict[str, list[str]] = {
     "conv-bce-sum": ["model=conv", "model.likelihood=bce_sum"],
     "conv-gaussian-ema": ["model=conv", "model.likelihood=gaussian", "train.ema=0.999"],
     "conv-ema": ["model=conv", "train.ema=0.999"],
+    "sigma": ["model=sigma_vae"],
 }
 DEFAULT_ARMS = ["seed", "conv"]
 

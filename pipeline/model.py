@@ -22,6 +22,9 @@ from pipeline.fused_adam import FusedAdam
 MODELS = ("seed", "conv")
 LIKELIHOODS = ("bce_channel_mean", "bce_sum", "gaussian")
 LOG_2PI = math.log(2.0 * math.pi)
+# |log σ²| of q(z|x) is clipped here (σ from 4.5e-5 to 2.2e4), far outside anything a healthy run
+# reaches: it only stops one bad step from turning exp(log σ²) into inf and every weight into NaN
+LOG_VAR_LIMIT = 20.0
 
 
 # --------------------------------------------------------------------------- architectures
@@ -133,6 +136,11 @@ def validate_model_config(cfg: Any, image_size: int) -> None:
         )
     if not isinstance(cfg.beta, int | float) or cfg.beta < 0:
         raise PipelineError(f"model.beta={cfg.beta!r} must be a number >= 0")
+    floor = cfg.get("sigma_floor", 0.0)
+    if isinstance(floor, bool) or not isinstance(floor, int | float) or not 0 <= floor < 1:
+        raise PipelineError(
+            f"model.sigma_floor={floor!r} must be a number in [0, 1) (pixel units; 0 = no floor)"
+        )
     if cfg.likelihood not in LIKELIHOODS:
         raise PipelineError(
             f"model.likelihood={cfg.likelihood!r} is unknown: choose one of {', '.join(LIKELIHOODS)}"
@@ -203,12 +211,17 @@ class VAE(keras.Model):
         beta: float = 1.0,
         likelihood: str = "bce_sum",
         seed: int = 0,
+        sigma_floor: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.encoder = encoder
         self.decoder = decoder
         self.likelihood = likelihood
+        # the learned σ of the Gaussian likelihood never goes below this (0 = no floor): left free,
+        # σ keeps shrinking to fit the training faces ever closer, which raises the weight of
+        # reconstruction over KL without bound (validation loss rises, and one run went NaN)
+        self.log_sigma_floor = math.log(sigma_floor) if sigma_floor > 0 else None
         # a variable, not a constant, so KL warm-up can change it without re-tracing the step
         self.beta = keras.Variable(float(beta), trainable=False, name="beta", dtype="float32")
         self.log_sigma = (
@@ -226,15 +239,25 @@ class VAE(keras.Model):
         z_mean, z_log_var = self.encoder(x, training=training)
         # the noise and z stay float32 under mixed precision; the decoder casts z to its compute dtype
         z_mean, z_log_var = ops.cast(z_mean, "float32"), ops.cast(z_log_var, "float32")
+        z_log_var = ops.clip(z_log_var, -LOG_VAR_LIMIT, LOG_VAR_LIMIT)
         eps = keras.random.normal(ops.shape(z_mean), seed=self.noise)
         # reparameterisation: gradients flow through μ, σ
         z = z_mean + ops.exp(0.5 * z_log_var) * eps
         return self.decoder(z, training=training), z_mean, z_log_var
 
+    def effective_log_sigma(self) -> Any:
+        """log σ of the Gaussian likelihood as the loss uses it (the floor applied); None otherwise."""
+        if self.log_sigma is None:
+            return None
+        # .value, not the variable: JAX's stateless step swaps values in
+        log_sigma = self.log_sigma.value
+        if self.log_sigma_floor is not None:
+            log_sigma = ops.maximum(log_sigma, self.log_sigma_floor)
+        return log_sigma
+
     def loss_terms(self, x: Any, y_pred: tuple[Any, Any, Any]) -> tuple[Any, Any]:
         x_hat, z_mean, z_log_var = y_pred
-        # .value, not the variable: JAX's stateless step swaps values in
-        log_sigma = None if self.log_sigma is None else self.log_sigma.value
+        log_sigma = self.effective_log_sigma()
         reconstruction = ops.mean(reconstruction_nll(x, x_hat, self.likelihood, log_sigma))
         kl = ops.mean(kl_divergence(ops.cast(z_mean, "float32"), ops.cast(z_log_var, "float32")))
         return reconstruction, kl
@@ -263,7 +286,14 @@ class VAE(keras.Model):
 def compiled_vae(cfg: Any, image_size: int) -> VAE:
     """The model, optimizer and compiled step that training uses (the benchmarks use it too)."""
     encoder, decoder = build_model(cfg.model, image_size, list(cfg.train.float32_layers))
-    vae = VAE(encoder, decoder, cfg.model.beta, cfg.model.likelihood, seed=cfg.train.seed)
+    vae = VAE(
+        encoder,
+        decoder,
+        cfg.model.beta,
+        cfg.model.likelihood,
+        seed=cfg.train.seed,
+        sigma_floor=float(cfg.model.get("sigma_floor", 0.0)),
+    )
     adam = FusedAdam if cfg.train.fused_adam else keras.optimizers.Adam
     # use_ema: Keras keeps the average in the optimizer (so checkpoints carry it) and writes it
     # into the weights when fit() ends, which is what gets saved

@@ -26,6 +26,7 @@ class ModelSchema:
     latent_dim: int = 128
     beta: float = 1.0
     likelihood: str = "bce_channel_mean"
+    sigma_floor: float = 0.0
     widths: list[int] = field(default_factory=lambda: [32, 64, 128])
     batch_norm: bool = False
     hidden: int = 0

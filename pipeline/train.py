@@ -303,7 +303,9 @@ def finish(
         "beta": float(cfg.model.beta),
         "likelihood": cfg.model.likelihood,
         "image_size": shown.image_size,
-        "log_sigma": None if vae.log_sigma is None else float(np.asarray(vae.log_sigma.numpy())),
+        "log_sigma": (
+            None if vae.log_sigma is None else float(np.asarray(vae.effective_log_sigma()))
+        ),
         "epochs": len(history),
     }
     encoder, decoder = artifacts.save_vae(cfg.model, vae.encoder, vae.decoder, card, models_dir)

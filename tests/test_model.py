@@ -88,6 +88,8 @@ def test_reconstruction_terms_against_hand_computed_values() -> None:
         ({"beta": -1.0}, r"beta=-1.0 must be a number >= 0"),
         ({"name": "resnet"}, "model.name='resnet' is unknown"),
         ({"likelihood": "poisson"}, "likelihood='poisson' is unknown"),
+        ({"sigma_floor": -0.01}, r"sigma_floor=-0.01 must be a number in \[0, 1\)"),
+        ({"sigma_floor": 1.0}, r"sigma_floor=1.0 must be a number in \[0, 1\)"),
     ],
 )
 def test_bad_model_config_is_one_clear_error(override: dict, message: str) -> None:
@@ -113,6 +115,38 @@ def test_train_step_reduces_loss_on_a_fixed_batch() -> None:
     assert last["loss"] < first["loss"]
 
 
+def gaussian_vae(sigma_floor: float) -> VAE:
+    encoder, decoder = build_model(model_cfg(name="conv", latent_dim=4, widths=[8, 16]), 16)
+    return VAE(encoder, decoder, likelihood="gaussian", sigma_floor=sigma_floor)
+
+
+def test_sigma_floor_bounds_the_sigma_the_loss_uses() -> None:
+    x = np.random.default_rng(0).random((4, 16, 16, 3)).astype(np.float32)
+    floored, free = gaussian_vae(0.04), gaussian_vae(0.0)
+    y_pred = floored(x)
+    for vae in (floored, free):
+        vae.log_sigma.assign(np.log(0.001))  # far below the floor, as a long run drifts to
+    np.testing.assert_allclose(float(floored.effective_log_sigma()), np.log(0.04), rtol=1e-6)
+    np.testing.assert_allclose(float(free.effective_log_sigma()), np.log(0.001), rtol=1e-6)
+    recon, _ = floored.loss_terms(x, y_pred)
+    expected = reconstruction_nll(x, y_pred[0], "gaussian", np.float32(np.log(0.04)))
+    np.testing.assert_allclose(float(recon), float(np.mean(expected)), rtol=1e-5)
+    # above the floor, σ is the learned one
+    floored.log_sigma.assign(np.log(0.2))
+    np.testing.assert_allclose(float(floored.effective_log_sigma()), np.log(0.2), rtol=1e-6)
+
+
+def test_an_exploding_posterior_variance_gives_a_finite_loss() -> None:
+    vae = gaussian_vae(0.04)
+    z_log_var_layer = vae.encoder.get_layer("z_log_var")
+    kernel, bias = z_log_var_layer.get_weights()
+    z_log_var_layer.set_weights([np.zeros_like(kernel), np.full_like(bias, 500.0)])  # exp -> inf
+    x = np.random.default_rng(0).random((4, 16, 16, 3)).astype(np.float32)
+    reconstruction, kl = vae.loss_terms(x, vae(x))
+    assert np.isfinite(float(reconstruction)) and np.isfinite(float(kl))
+    assert float(kl) > 1e6  # still a huge penalty, so training pushes the variance back down
+
+
 JAX_STEP = """
 import numpy as np, keras
 from omegaconf import OmegaConf
@@ -120,7 +154,7 @@ from pipeline.model import VAE, build_model
 assert keras.backend.backend() == "jax"
 for name, likelihood in [("seed", "bce_channel_mean"), ("conv", "gaussian")]:
     cfg = OmegaConf.create({"name": name, "latent_dim": 4, "beta": 1.0, "widths": [8, 16], "likelihood": likelihood})
-    vae = VAE(*build_model(cfg, 16), likelihood=likelihood)
+    vae = VAE(*build_model(cfg, 16), likelihood=likelihood, sigma_floor=0.04)
     vae.compile(optimizer=keras.optimizers.Adam(1e-3))
     x = np.random.default_rng(0).random((8, 16, 16, 3)).astype("float32")
     before = [np.array(w) for w in vae.decoder.trainable_weights]
