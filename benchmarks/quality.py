@@ -10,7 +10,8 @@ process per stage, on the prepared data in data/prepared.
 Every arm writes its models, reports and MLflow runs under --out (its own tracking store, so the
 project's mlruns/ stays clean); an arm whose metrics are already there is not trained again, so an
 interrupted benchmark continues where it stopped. The table is printed as Markdown and written to
-<out>/results.md, one JSON line per arm to <out>/results.jsonl.
+<out>/results.md, one JSON line per arm to <out>/results.jsonl, and 16 new faces per arm (from the
+sampler that scored better for it) to <out>/samples.png.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Hydra overrides on top of conf/ for each arm. The first three are the README's results table.
+# Hydra overrides on top of conf/ for each arm; DEFAULT_ARMS are the README's results table.
 ARMS: dict[str, list[str]] = {
     "seed": ["experiment=notebook"],
     "conv": ["model=conv"],
@@ -32,9 +33,9 @@ ARMS: dict[str, list[str]] = {
     "conv-bce-sum": ["model=conv", "model.likelihood=bce_sum"],
     "conv-gaussian-ema": ["model=conv", "model.likelihood=gaussian", "train.ema=0.999"],
     "conv-ema": ["model=conv", "train.ema=0.999"],
-    "sigma": ["model=sigma_vae"],
+    "sigma": ["model=sigma_vae", "train.lr_schedule=cosine"],
 }
-DEFAULT_ARMS = ["seed", "conv"]
+DEFAULT_ARMS = ["seed", "conv", "sigma"]
 
 COLUMNS = [
     ("fid_prior", "FID prior", "{:.1f}"),
@@ -104,6 +105,25 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def sample_picture(rows: list[dict], out: Path, n: int = 16) -> Path:
+    """One labelled block of `n` new faces per arm, each from the sampler that scored the lower
+    FID for that arm (same seed for every arm): the README's picture beside the table."""
+    from pipeline.artifacts import load_local
+    from pipeline.images import save_labelled_rows
+    from pipeline.latent import sample_faces
+
+    blocks = []
+    for r in rows:
+        if not (out / r["arm"] / "models" / "vae.json").exists():
+            continue  # a row carried over from elsewhere, without its model
+        vae = load_local(out / r["arm"] / "models")
+        best = min(("prior", "gmm"), key=lambda s: r.get(f"fid_{s}", float("inf")))
+        mixture = vae.mixture if best == "gmm" else None
+        faces = sample_faces(vae.decoder, n, vae.card["latent_dim"], 1.0, 0, mixture=mixture)
+        blocks.append((f"{r['arm']} ({best})", faces))
+    return save_labelled_rows(blocks, out / "samples.png", rows_per_block=2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arms", default=",".join(DEFAULT_ARMS))
@@ -136,6 +156,7 @@ def main() -> None:
         rows.append(done[arm])
         print(table(rows), flush=True)
     (args.out / "results.md").write_text(table(rows) + "\n")
+    print(f"wrote {args.out / 'results.md'} and {sample_picture(rows, args.out)}")
 
 
 if __name__ == "__main__":

@@ -283,8 +283,23 @@ class VAE(keras.Model):
 # --------------------------------------------------------------------------- the compiled step
 
 
-def compiled_vae(cfg: Any, image_size: int) -> VAE:
-    """The model, optimizer and compiled step that training uses (the benchmarks use it too)."""
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def learning_rate(train_cfg: Any, steps_per_epoch: int) -> float | Any:
+    """The configured rate, or a schedule of it over every step of the run. Cosine decay to zero
+    anneals the last epochs, where a constant 1e-3 let the learned-σ model blow up (README)."""
+    if train_cfg.get("lr_schedule", "constant") == "constant":
+        return float(train_cfg.learning_rate)
+    return keras.optimizers.schedules.CosineDecay(
+        float(train_cfg.learning_rate), decay_steps=max(1, train_cfg.epochs * steps_per_epoch)
+    )
+
+
+def compiled_vae(cfg: Any, image_size: int, steps_per_epoch: int = 1) -> VAE:
+    """The model, optimizer and compiled step that training uses (the benchmarks use it too).
+
+    `steps_per_epoch` sets the length of a learning-rate schedule (train.lr_schedule)."""
     encoder, decoder = build_model(cfg.model, image_size, list(cfg.train.float32_layers))
     vae = VAE(
         encoder,
@@ -299,7 +314,7 @@ def compiled_vae(cfg: Any, image_size: int) -> VAE:
     # into the weights when fit() ends, which is what gets saved
     ema = float(cfg.train.get("ema", 0.0))
     averaging = {"use_ema": True, "ema_momentum": ema} if ema > 0 else {}
-    optimizer = adam(cfg.train.learning_rate, **averaging)
+    optimizer = adam(learning_rate(cfg.train, steps_per_epoch), **averaging)
     vae.compile(
         optimizer=optimizer,
         steps_per_execution=cfg.train.steps_per_execution,

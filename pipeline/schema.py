@@ -17,7 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from pipeline import sampler
 from pipeline.errors import PipelineError
-from pipeline.model import FLOAT32_LAYERS, validate_model_config
+from pipeline.model import FLOAT32_LAYERS, LR_SCHEDULES, validate_model_config
 
 
 @dataclass
@@ -37,6 +37,7 @@ class TrainSchema:
     epochs: int = 50
     batch_size: int = 64
     learning_rate: float = 1e-3
+    lr_schedule: str = "constant"
     ema: float = 0.0
     kl_warmup_epochs: int = 0
     seed: int = 42
@@ -73,6 +74,12 @@ def validate_train_config(cfg: DictConfig, image_size: int) -> DictConfig:
         (t.epochs > 0, "train.epochs", t.epochs, "a positive integer"),
         (t.batch_size > 0, "train.batch_size", t.batch_size, "a positive integer"),
         (t.learning_rate > 0, "train.learning_rate", t.learning_rate, "a number > 0"),
+        (
+            t.lr_schedule in LR_SCHEDULES,
+            "train.lr_schedule",
+            t.lr_schedule,
+            " or ".join(LR_SCHEDULES),
+        ),
         (0 <= t.ema < 1, "train.ema", t.ema, "a number in [0, 1) (0 = off)"),
         (t.kl_warmup_epochs >= 0, "train.kl_warmup_epochs", t.kl_warmup_epochs, "an integer >= 0"),
         (

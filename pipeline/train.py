@@ -187,7 +187,8 @@ def train(
     )
 
     with distribution_scope():
-        vae = compiled_vae(cfg, faces.image_size)
+        steps = math.ceil(len(train_faces.images) / cfg.train.batch_size)
+        vae = compiled_vae(cfg, faces.image_size, steps_per_epoch=steps)
 
     ckpt_dir = models_dir / "checkpoints" / fingerprint(cfg, data_version)
     # one training per checkpoint folder: a second one with the same config stops here

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 
@@ -218,3 +219,42 @@ def test_ema_outside_zero_one_is_one_clear_error(value: float) -> None:
 
     with pytest.raises(PipelineError, match=r"train.ema=.* must be a number in \[0, 1\)"):
         validate_train_config(compose_config([f"train.ema={value}"]), 64)
+
+
+def test_cosine_schedule_anneals_to_zero_over_the_run() -> None:
+    from pipeline.model import learning_rate
+
+    constant = OmegaConf.create({"learning_rate": 1e-3, "epochs": 10, "lr_schedule": "constant"})
+    assert learning_rate(constant, 7) == 1e-3
+    cosine = learning_rate(OmegaConf.merge(constant, {"lr_schedule": "cosine"}), 7)
+    at = [float(cosine(step)) for step in (0, 35, 70)]  # start, half way (epoch 5 of 10), end
+    np.testing.assert_allclose(at, [1e-3, 5e-4, 0.0], atol=1e-9)
+
+
+def test_cosine_schedule_drives_the_optimizer_step() -> None:
+    """The rate the optimizer applies falls as its iterations advance (one schedule for the run)."""
+    from pipeline.config import compose_config
+    from pipeline.model import compiled_vae
+    from pipeline.schema import validate_train_config
+
+    cfg = compose_config(
+        ["model.widths=[8,16]", "model.latent_dim=4", "train.lr_schedule=cosine", "train.epochs=2"]
+    )
+    vae = compiled_vae(validate_train_config(cfg, 16), 16, steps_per_epoch=3)
+    x = np.random.default_rng(0).random((8, 16, 16, 3)).astype(np.float32)
+    rates = []
+    for _ in range(6):
+        rates.append(float(keras.ops.convert_to_numpy(vae.optimizer.learning_rate)))
+        vae.train_on_batch(x)
+    assert rates[0] == pytest.approx(cfg.train.learning_rate)
+    assert all(a > b for a, b in itertools.pairwise(rates)) and rates[-1] > 0
+
+
+def test_unknown_lr_schedule_is_one_clear_error() -> None:
+    from pipeline.config import compose_config
+    from pipeline.schema import validate_train_config
+
+    with pytest.raises(
+        PipelineError, match=r"train.lr_schedule='step' is invalid.*constant or cosine"
+    ):
+        validate_train_config(compose_config(["train.lr_schedule=step"]), 64)
