@@ -25,14 +25,20 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Hydra overrides on top of conf/ for each arm; DEFAULT_ARMS are the README's results table.
+# Hydra overrides on top of conf/ for each arm, explicit about every choice that differs between
+# them (so an arm keeps meaning the same when conf/'s defaults move); DEFAULT_ARMS: the README's table.
 ARMS: dict[str, list[str]] = {
     "seed": ["experiment=notebook"],
-    "conv": ["model=conv"],
-    "conv-gaussian": ["model=conv", "model.likelihood=gaussian"],
-    "conv-bce-sum": ["model=conv", "model.likelihood=bce_sum"],
-    "conv-gaussian-ema": ["model=conv", "model.likelihood=gaussian", "train.ema=0.999"],
-    "conv-ema": ["model=conv", "train.ema=0.999"],
+    "conv": ["model=conv", "train.lr_schedule=constant"],
+    "conv-gaussian": ["model=conv", "train.lr_schedule=constant", "model.likelihood=gaussian"],
+    "conv-bce-sum": ["model=conv", "train.lr_schedule=constant", "model.likelihood=bce_sum"],
+    "conv-gaussian-ema": [
+        "model=conv",
+        "train.lr_schedule=constant",
+        "model.likelihood=gaussian",
+        "train.ema=0.999",
+    ],
+    "conv-ema": ["model=conv", "train.lr_schedule=constant", "train.ema=0.999"],
     "sigma": ["model=sigma_vae", "train.lr_schedule=cosine"],
 }
 DEFAULT_ARMS = ["seed", "conv", "sigma"]

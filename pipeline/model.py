@@ -27,6 +27,13 @@ LOG_2PI = math.log(2.0 * math.pi)
 LOG_VAR_LIMIT = 20.0
 
 
+def clip_keeping_gradient(x: Any, limit: float) -> Any:
+    """x clipped to [-limit, limit] in value, but with the gradient of x itself (straight-through):
+    a plain clip has zero gradient outside the range, so an encoder output that ran past it
+    would get no pull back from the KL term and stay there (measured: log σ² drifted to -1000)."""
+    return x + ops.stop_gradient(ops.clip(x, -limit, limit) - x)
+
+
 # --------------------------------------------------------------------------- architectures
 
 
@@ -239,7 +246,7 @@ class VAE(keras.Model):
         z_mean, z_log_var = self.encoder(x, training=training)
         # the noise and z stay float32 under mixed precision; the decoder casts z to its compute dtype
         z_mean, z_log_var = ops.cast(z_mean, "float32"), ops.cast(z_log_var, "float32")
-        z_log_var = ops.clip(z_log_var, -LOG_VAR_LIMIT, LOG_VAR_LIMIT)
+        z_log_var = clip_keeping_gradient(z_log_var, LOG_VAR_LIMIT)
         eps = keras.random.normal(ops.shape(z_mean), seed=self.noise)
         # reparameterisation: gradients flow through μ, σ
         z = z_mean + ops.exp(0.5 * z_log_var) * eps

@@ -148,6 +148,23 @@ def test_an_exploding_posterior_variance_gives_a_finite_loss() -> None:
     assert float(kl) > 1e6  # still a huge penalty, so training pushes the variance back down
 
 
+def test_the_log_variance_clip_still_pulls_back_what_ran_past_it() -> None:
+    """Clipped in value, not in gradient: KL's gradient reaches log σ² = -500 and points up."""
+    import tensorflow as tf
+
+    from pipeline.model import LOG_VAR_LIMIT, clip_keeping_gradient
+
+    raw = tf.Variable([[-500.0, 0.5, 500.0]])
+    with tf.GradientTape() as tape:
+        clipped = clip_keeping_gradient(raw, LOG_VAR_LIMIT)
+        kl = tf.reduce_sum(kl_divergence(tf.zeros_like(clipped), clipped))
+    np.testing.assert_allclose(clipped.numpy(), [[-LOG_VAR_LIMIT, 0.5, LOG_VAR_LIMIT]])
+    grad = tape.gradient(kl, raw).numpy()[0]
+    # dKL/d(log σ²) = (exp(log σ²) - 1) / 2 at the clipped value: up below, down above
+    np.testing.assert_allclose(grad[:2], 0.5 * (np.exp([-LOG_VAR_LIMIT, 0.5]) - 1), rtol=1e-5)
+    assert grad[0] < 0 < grad[2]  # descent raises the low one and lowers the high one
+
+
 JAX_STEP = """
 import numpy as np, keras
 from omegaconf import OmegaConf
