@@ -29,16 +29,32 @@ ROOT = Path(__file__).resolve().parent.parent
 # them (so an arm keeps meaning the same when conf/'s defaults move); DEFAULT_ARMS: the README's table.
 ARMS: dict[str, list[str]] = {
     "seed": ["experiment=notebook"],
-    "conv": ["model=conv", "train.lr_schedule=constant"],
-    "conv-gaussian": ["model=conv", "train.lr_schedule=constant", "model.likelihood=gaussian"],
-    "conv-bce-sum": ["model=conv", "train.lr_schedule=constant", "model.likelihood=bce_sum"],
+    "conv": ["model=conv", "train.learning_rate=1e-3", "train.lr_schedule=constant"],
+    "conv-gaussian": [
+        "model=conv",
+        "train.learning_rate=1e-3",
+        "train.lr_schedule=constant",
+        "model.likelihood=gaussian",
+    ],
+    "conv-bce-sum": [
+        "model=conv",
+        "train.learning_rate=1e-3",
+        "train.lr_schedule=constant",
+        "model.likelihood=bce_sum",
+    ],
     "conv-gaussian-ema": [
         "model=conv",
+        "train.learning_rate=1e-3",
         "train.lr_schedule=constant",
         "model.likelihood=gaussian",
         "train.ema=0.999",
     ],
-    "conv-ema": ["model=conv", "train.lr_schedule=constant", "train.ema=0.999"],
+    "conv-ema": [
+        "model=conv",
+        "train.learning_rate=1e-3",
+        "train.lr_schedule=constant",
+        "train.ema=0.999",
+    ],
     "sigma": ["model=sigma_vae", "train.lr_schedule=cosine"],
 }
 DEFAULT_ARMS = ["seed", "conv", "sigma"]
@@ -112,21 +128,24 @@ def table(rows: list[dict]) -> str:
 
 
 def sample_picture(rows: list[dict], out: Path, n: int = 16) -> Path:
-    """One labelled block of `n` new faces per arm, each from the sampler that scored the lower
-    FID for that arm (same seed for every arm): the README's picture beside the table."""
+    """Real test faces, then `n` new faces per arm and sampler (the one with the lower FID first;
+    the same seed everywhere): the picture beside the README's table."""
     from pipeline.artifacts import load_local
+    from pipeline.dataset import load_faces
     from pipeline.images import save_labelled_rows
     from pipeline.latent import sample_faces
 
-    blocks = []
+    test = load_faces(ROOT / "data" / "prepared" / "faces.npz").subset("test")
+    blocks = [("real (test)", test.images[:n])]
     for r in rows:
         if not (out / r["arm"] / "models" / "vae.json").exists():
             continue  # a row carried over from elsewhere, without its model
         vae = load_local(out / r["arm"] / "models")
-        best = min(("prior", "gmm"), key=lambda s: r.get(f"fid_{s}", float("inf")))
-        mixture = vae.mixture if best == "gmm" else None
-        faces = sample_faces(vae.decoder, n, vae.card["latent_dim"], 1.0, 0, mixture=mixture)
-        blocks.append((f"{r['arm']} ({best})", faces))
+        samplers = {"prior": None, **({"gmm": vae.mixture} if vae.mixture is not None else {})}
+        for name in sorted(samplers, key=lambda s: r.get(f"fid_{s}", float("inf"))):
+            latent = vae.card["latent_dim"]
+            faces = sample_faces(vae.decoder, n, latent, 1.0, 0, mixture=samplers[name])
+            blocks.append((f"{r['arm']}, {name}", faces))
     return save_labelled_rows(blocks, out / "samples.png", rows_per_block=2)
 
 
