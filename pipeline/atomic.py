@@ -37,7 +37,9 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
 
 
 def remove_stale(final: Path) -> None:
-    """Temp files a SIGKILLed writer of `final` left behind (one writer per path is assumed)."""
+    """Temp files a SIGKILLed writer of `final` left behind (one writer per path is assumed);
+    a folder moved aside by `atomic_dir` is put back first if nothing replaced it."""
+    recover_dir(final)
     for stale in final.parent.glob(f".{final.name}.*"):
         if stale.is_dir():
             shutil.rmtree(stale, ignore_errors=True)
@@ -56,18 +58,40 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def _aside(final: Path) -> Path:
+    return final.parent / f".{final.name}.previous"
+
+
+def recover_dir(path: str | os.PathLike[str]) -> None:
+    """If a writer died after moving the old folder aside and before the new one took its name,
+    put the old one back: `path` then always names a whole folder, the old or the new."""
+    final = Path(path)
+    aside = _aside(final)
+    if aside.is_dir() and not final.exists():
+        os.replace(aside, final)
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary directory beside `path`; it replaces `path` only if the block succeeds."""
+    """Yield a temporary directory beside `path`; it replaces `path` only if the block succeeds.
+
+    Directories cannot be renamed over one another, so the swap is: move the old folder aside,
+    rename the new one in, then delete the old one. A kill at any point leaves either name
+    holding a whole folder, and `recover_dir` (run by the next writer, and by readers that
+    want it) puts the old one back when the new one never arrived: the old is never deleted first.
+    """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    aside = _aside(final)
     try:
         yield tmp
         if final.exists():
-            shutil.rmtree(final)
+            os.replace(final, aside)
         os.replace(tmp, final)
+        if aside.exists():
+            shutil.rmtree(aside)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

@@ -24,7 +24,7 @@ import keras
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.atomic import atomic_dir
+from pipeline.atomic import atomic_dir, recover_dir
 from pipeline.errors import PipelineError
 
 
@@ -113,6 +113,7 @@ class Checkpoint:
 
     @classmethod
     def load(cls, folder: Path) -> Checkpoint | None:
+        recover_dir(folder)  # a writer killed mid-swap left the previous checkpoint aside
         try:
             state = json.loads((folder / "state.json").read_text())
         except (OSError, ValueError):
