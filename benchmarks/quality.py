@@ -38,6 +38,19 @@ ARMS: dict[str, list[str]] = {
     "conv-ema": [*CONV, "train.ema=0.999"],
     "sigma": ["model=sigma_vae", "train.learning_rate=5e-4", "train.lr_schedule=cosine"],
 }
+# the levers of the quality issue, one at a time on top of `sigma`, then together
+SIGMA = ARMS["sigma"]
+ARMS |= {
+    "sigma-optimal": [*SIGMA, "model.sigma=optimal"],
+    "sigma-hflip": [*SIGMA, "train.hflip=true"],
+    "sigma-res": [*SIGMA, "model.decoder_res_blocks=[0,1,1]"],
+    "sigma-all": [
+        *SIGMA,
+        "model.sigma=optimal",
+        "train.hflip=true",
+        "model.decoder_res_blocks=[0,1,1]",
+    ],
+}
 DEFAULT_ARMS = ["seed", "conv", "sigma"]
 
 COLUMNS = [

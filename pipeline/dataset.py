@@ -73,6 +73,11 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
+def epoch_flips(n: int, seed: int, epoch: int) -> np.ndarray:
+    """Which positions of an epoch's order are mirrored left-right: a function of (seed, epoch)."""
+    return np.random.default_rng([seed, epoch, 1]).random(n) < 0.5
+
+
 def to_float(images: np.ndarray) -> np.ndarray:
     return images.astype(np.float32) * np.float32(1.0 / 255.0)
 
@@ -81,22 +86,36 @@ class _Batches(keras.utils.PyDataset):
     """Backend-neutral batches (JAX, torch): one epoch per pass, in the order of `self.epoch`."""
 
     def __init__(
-        self, images: np.ndarray, batch_size: int, seed: int | None, epoch: int = 0
+        self,
+        images: np.ndarray,
+        batch_size: int,
+        seed: int | None,
+        epoch: int = 0,
+        hflip: bool = False,
     ) -> None:
         super().__init__()
-        self.images, self.batch_size, self.seed = images, batch_size, seed
+        self.images, self.batch_size, self.seed, self.hflip = images, batch_size, seed, hflip
         self.set_epoch(epoch)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
         n = len(self.images)
         self.order = np.arange(n) if self.seed is None else epoch_order(n, self.seed, epoch)
+        self.flips = (
+            epoch_flips(n, self.seed, epoch)
+            if self.hflip and self.seed is not None
+            else np.zeros(n, bool)
+        )
 
     def __len__(self) -> int:
         return math.ceil(len(self.images) / self.batch_size)
 
     def __getitem__(self, i: int) -> np.ndarray:
-        return to_float(self.images[self.order[i * self.batch_size : (i + 1) * self.batch_size]])
+        part = slice(i * self.batch_size, (i + 1) * self.batch_size)
+        x = to_float(self.images[self.order[part]])
+        flip = self.flips[part]
+        x[flip] = x[flip][:, :, ::-1]
+        return x
 
 
 class TrainingInput:
@@ -110,23 +129,33 @@ class TrainingInput:
     Pass `data` to `fit` (no `steps_per_epoch`) and `callback` among its callbacks: the callback
     tells the input which epoch begins, so epoch e is always `epoch_order(n, seed, e)`, also after a
     resume. On TensorFlow the order is a row of a precomputed table picked by an epoch variable.
+    `hflip` mirrors half of each epoch's faces left-right (which half: `epoch_flips`), so the model
+    sees twice as many distinct faces; faces are near-symmetric, so a mirrored face is a real one.
     """
 
-    def __init__(self, images: np.ndarray, batch_size: int, seed: int, epochs: int) -> None:
+    def __init__(
+        self, images: np.ndarray, batch_size: int, seed: int, epochs: int, hflip: bool = False
+    ) -> None:
         self.steps = math.ceil(len(images) / batch_size)
         if keras.backend.backend() != "tensorflow":
-            self._batches = _Batches(images, batch_size, seed)
+            self._batches = _Batches(images, batch_size, seed, hflip=hflip)
             self.data = self._batches
             self._set = self._batches.set_epoch
         else:
             import tensorflow as tf
 
-            orders = np.stack([epoch_order(len(images), seed, e) for e in range(max(epochs, 1))])
-            table = tf.constant(orders.astype(np.int32))
+            n, epochs = len(images), max(epochs, 1)
+            orders = np.stack([epoch_order(n, seed, e) for e in range(epochs)])
+            flips = np.stack(
+                [epoch_flips(n, seed, e) if hflip else np.zeros(n, bool) for e in range(epochs)]
+            )
+            table, flip_table = tf.constant(orders.astype(np.int32)), tf.constant(flips)
             epoch = tf.Variable(0, trainable=False, dtype=tf.int32)
             # read when each epoch's iterator starts, i.e. after on_epoch_begin has set it
             order = tf.data.Dataset.range(1).flat_map(
-                lambda _: tf.data.Dataset.from_tensor_slices(tf.gather(table, epoch))
+                lambda _: tf.data.Dataset.from_tensor_slices(
+                    (tf.gather(table, epoch), tf.gather(flip_table, epoch))
+                )
             )
             index_batches = order.batch(batch_size).apply(
                 tf.data.experimental.assert_cardinality(self.steps)
@@ -168,8 +197,12 @@ def _gather(index_batches, images: np.ndarray):
 
     # uint8 held once by the input pipeline; batches are gathered from it
     pixels = tf.constant(images)
-    ds = index_batches.map(
-        lambda idx: tf.cast(tf.gather(pixels, idx), tf.float32) / 255.0,
-        num_parallel_calls=tf.data.AUTOTUNE,
-    )
+
+    def load(idx, flip=None):
+        x = tf.cast(tf.gather(pixels, idx), tf.float32) / 255.0
+        if flip is None:
+            return x
+        return tf.where(flip[:, None, None, None], tf.reverse(x, axis=[2]), x)
+
+    ds = index_batches.map(load, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -67,6 +67,7 @@ def resolve_device_settings(cfg: DictConfig) -> DictConfig:
       state, the latent path, the output layer and the loss stay float32 either way
       (train.float32_layers); benchmarks/ hold the measured speed and quality.
     - fused_adam: on under TensorFlow (one kernel per weight); JAX's XLA step fuses it anyway.
+    - jit_compile: XLA on GPUs, off on CPUs.
     """
     cfg = copy.deepcopy(cfg)
     t = cfg.train
@@ -80,6 +81,8 @@ def resolve_device_settings(cfg: DictConfig) -> DictConfig:
         t.mixed_precision = "bfloat16" if fast else False
     if t.fused_adam == "auto":
         t.fused_adam = keras.backend.backend() == "tensorflow"
+    if t.jit_compile == "auto":  # XLA pays on GPUs; on CPU it measured slower (README)
+        t.jit_compile = gpu_count() > 0
     return cfg
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import tempfile
 import time
@@ -35,6 +36,7 @@ from pipeline.latent import (
     sample_faces,
 )
 from pipeline.model import LOG_2PI, kl_divergence, reconstruction_nll
+from pipeline.sampler import GaussianMixture
 
 log = logging.getLogger(__name__)
 
@@ -109,14 +111,29 @@ def kl_plot(per_dim_kl: np.ndarray, path: Path) -> Path:
     return path
 
 
+def validate_evaluate_config(e: DictConfig) -> None:
+    """One clear error per bad evaluate.* value; training calls this before it starts, so a bad
+    value never costs a training."""
+    sampler.validate(e.sampler)
+    n = e.n_samples
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n <= 0):
+        raise PipelineError(
+            f"evaluate.n_samples={n!r} must be a positive integer (or null for the test-set size)"
+        )
+    for key in ("batch_size", "importance_samples", "kid_subsets", "kid_subset_size"):
+        value = e[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise PipelineError(f"evaluate.{key}={value!r} must be a positive integer")
+    bad = [t for t in e.temperatures if not isinstance(t, int | float) or not 0 < t < math.inf]
+    if bad:
+        raise PipelineError(f"evaluate.temperatures={list(e.temperatures)}: each must be > 0")
+
+
 def evaluate(cfg: DictConfig, vae: TrainedVAE, faces: Faces, out_dir: Path) -> dict:
     """Compute every metric and picture; returns the metrics dict (also written to out_dir)."""
     e = cfg.evaluate
-    sampler.validate(e.sampler)
-    if e.n_samples is not None and e.n_samples <= 0:
-        raise PipelineError(
-            f"evaluate.n_samples={e.n_samples} must be positive (or null for the test-set size)"
-        )
+    validate_evaluate_config(e)
+    samplers = available_samplers(e.sampler, vae)  # before any work
     test, train = faces.subset("test"), faces.subset("train")
     if len(test.images) < 2:
         raise PipelineError(
@@ -146,12 +163,7 @@ def evaluate(cfg: DictConfig, vae: TrainedVAE, faces: Faces, out_dir: Path) -> d
         result["iw_nll_bits_per_dim"] = metrics.bits_per_dim(result["iw_nll_nats"], dims)
 
     n = int(e.n_samples or len(test.images))
-    if e.sampler == "gmm" and vae.mixture is None:
-        log.info(
-            "the model has no ex-post sampler (trained before samplers existed): using the prior"
-        )
-    samplers = {"prior": None, **({"gmm": vae.mixture} if vae.mixture is not None else {})}
-    default = "gmm" if e.sampler == "gmm" and vae.mixture is not None else "prior"
+    default = e.sampler
     result["sampler"] = default
     latent = vae.card["latent_dim"]
     samples = {
@@ -161,20 +173,30 @@ def evaluate(cfg: DictConfig, vae: TrainedVAE, faces: Faces, out_dir: Path) -> d
     reason = metrics.fid_unavailable_reason() if e.fid else "disabled (evaluate.fid=false)"
     if reason is None:
         cache = None if e.cache_dir is None else Path(hydra.utils.to_absolute_path(e.cache_dir))
-        real = metrics.cached_inception_features(test.images, cache, desc="FID: test faces")
+        # one Inception pass per set of faces: each sampler's samples are compared with the test
+        # faces (reported) and with the validation faces (val_*: what model selection ranks by)
+        refs = {"test": metrics.cached_inception_features(test.images, cache, "FID: test faces")}
+        val = faces.subset("val")
+        if len(val.images) >= 2:
+            refs["val"] = metrics.cached_inception_features(val.images, cache, "FID: val faces")
         for name, faces_s in samples.items():
             fake = metrics.inception_features(to_uint8(faces_s), desc=f"FID: {name} samples")
-            result[f"fid_{name}"] = metrics.fid_from_features(fake, real)
-            result[f"kid_{name}"], result[f"kid_std_{name}"] = metrics.kid_from_features(
-                fake, real, e.kid_subsets, min(e.kid_subset_size, n, len(real))
-            )
-        # the default sampler's figures under the old names, so runs stay comparable
-        result["fid"], result["kid"] = result[f"fid_{default}"], result[f"kid_{default}"]
-        result["kid_std"] = result[f"kid_std_{default}"]
-        # reconstructions vs test faces: the decoder's own limit, whatever the sampler
+            for split, real in refs.items():
+                prefix = "" if split == "test" else "val_"
+                result[f"{prefix}fid_{name}"] = metrics.fid_from_features(fake, real)
+                result[f"{prefix}kid_{name}"], result[f"{prefix}kid_std_{name}"] = (
+                    metrics.kid_from_features(
+                        fake, real, e.kid_subsets, min(e.kid_subset_size, n, len(real))
+                    )
+                )
+        # the default sampler's figures under the plain names; `sampler` says which one it was
+        for prefix in ("", "val_") if "val" in refs else ("",):
+            for stat in ("fid", "kid", "kid_std"):
+                result[f"{prefix}{stat}"] = result[f"{prefix}{stat}_{default}"]
+        # reconstructions vs test faces: how close the decoder comes to the faces it is given
         rec = metrics.inception_features(to_uint8(recon), desc="FID: reconstructions")
-        result["fid_reconstructions"] = metrics.fid_from_features(rec, real)
-        result["fid_samples"], result["fid_real"] = n, len(real)
+        result["fid_reconstructions"] = metrics.fid_from_features(rec, refs["test"])
+        result["fid_samples"], result["fid_real"] = n, len(refs["test"])
         result["fid_network"], result["fid_resize"] = metrics.FID_NETWORK, metrics.FID_RESIZE
     else:
         log.warning("FID/KID skipped: %s", reason)
@@ -227,10 +249,34 @@ def evaluate(cfg: DictConfig, vae: TrainedVAE, faces: Faces, out_dir: Path) -> d
     return result
 
 
+def available_samplers(wanted: str, vae: TrainedVAE) -> dict[str, GaussianMixture | None]:
+    """Every sampler the model has, by name; the one asked for must be among them. A model
+    without its ex-post mixture is an error when the mixture was asked for, never a silent
+    fallback to the prior (for a σ-VAE the prior's faces are far worse)."""
+    sampler.validate(wanted)
+    if wanted == "gmm" and vae.mixture is None:
+        raise PipelineError(
+            f"run {vae.card.get('run_id')} has no ex-post sampler (sampler.npz) beside its "
+            "networks: retrain it, or ask for the prior explicitly (evaluate.sampler=prior)"
+        )
+    return {"prior": None, **({"gmm": vae.mixture} if vae.mixture is not None else {})}
+
+
+def metric_name(key: str) -> str:
+    """MLflow name of an evaluation figure: test-split figures get `test_`, val_* keep theirs."""
+    return key if key.startswith("val_") else f"test_{key}"
+
+
 def log_to_mlflow(run_id: str, result: dict, out_dir: Path) -> None:
-    numbers = {f"test_{k}": float(v) for k, v in result.items() if isinstance(v, int | float)}
+    numbers = {
+        metric_name(k): float(v)
+        for k, v in result.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
     with tracking.with_retries(lambda: mlflow.start_run(run_id=run_id), "reopen run"):
         tracking.with_retries(lambda: mlflow.log_metrics(numbers), "test metrics")
+        # which sampler `test_fid` / `val_fid` come from, beside the per-sampler figures
+        mlflow.set_tag("eval.sampler", result["sampler"])
         for key in ("fid_network", "fid_resize", "fid_skipped", "attribute_edits"):
             if key in result:
                 mlflow.set_tag(f"eval.{key}", str(result[key])[:5000])

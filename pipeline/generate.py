@@ -87,9 +87,11 @@ def main(cfg: DictConfig) -> None:
     mixture = None
     if cfg.generate.sampler == "gmm":
         mixture = mixture_for(ref, cfg.tracking)
-        if mixture is None:
-            log.info(
-                "%s has no ex-post sampler (trained before samplers existed): using the prior", ref
+        if mixture is None:  # never a silent fallback: the prior's faces are not the model's
+            raise PipelineError(
+                f"no ex-post sampler found for {ref} (sampler.npz beside a .keras file, or the "
+                "run's sampler/ artifact; a registered models:/ decoder carries none): give its "
+                "run id or folder, or ask for the prior explicitly (generate.sampler=prior)"
             )
     encoder = None
     if cfg.generate.mode == "attribute":

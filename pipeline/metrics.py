@@ -87,7 +87,7 @@ def frechet_distance(
     mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray
 ) -> float:
     """‖μ1−μ2‖² + Tr(Σ1 + Σ2 − 2(Σ1Σ2)^½), the Fréchet distance of two Gaussians."""
-    covmean, _ = linalg.sqrtm(sigma1 @ sigma2, disp=False)
+    covmean = linalg.sqrtm(sigma1 @ sigma2)
     # near-singular product: nudge the diagonals (as TF-FID does)
     if not np.isfinite(covmean).all():
         offset = np.eye(sigma1.shape[0]) * 1e-6
@@ -154,7 +154,9 @@ def _inception():
     import torch
 
     net = torch.jit.load(str(fid_network_path()), map_location="cpu").eval()
-    return net
+    # frozen (batch norms folded into the convolutions) and fed channels-last: the same features
+    # to float32 round-off, in fewer passes over memory (benchmarks/eval_speed.py measures it)
+    return torch.jit.freeze(net)
 
 
 def inception_features(
@@ -175,6 +177,7 @@ def inception_features(
             )
             x = x / 128.0 - 1.0
             x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+            x = x.contiguous(memory_format=torch.channels_last)
             feats.append(net(x).reshape(len(x), -1).numpy())
     return np.concatenate(feats).astype(np.float64)
 

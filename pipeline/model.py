@@ -19,8 +19,9 @@ from keras import layers, ops
 from pipeline.errors import PipelineError
 from pipeline.fused_adam import FusedAdam
 
-MODELS = ("seed", "conv")
+MODELS = ("seed", "conv")  # architectures (model.arch); model.name is the config's own name
 LIKELIHOODS = ("bce_channel_mean", "bce_sum", "gaussian")
+SIGMAS = ("learned", "optimal")  # how a gaussian likelihood gets its σ (model.sigma)
 LOG_2PI = math.log(2.0 * math.pi)
 # |log σ²| of q(z|x) is clipped here (σ from 4.5e-5 to 2.2e4), far outside anything a healthy run
 # reaches: it only stops one bad step from turning exp(log σ²) into inf and every weight into NaN
@@ -84,6 +85,16 @@ def _block(x: Any, width: int, conv: type, batch_norm: bool) -> Any:
     return layers.Activation("silu")(x)
 
 
+def _residual(x: Any, width: int) -> Any:
+    """x + Conv3x3(SiLU-activated x): one more layer of detail at this resolution, and an identity
+    path, so the added depth starts out as a no-op and cannot make the decoder worse to train."""
+    return layers.Add()([x, layers.Activation("silu")(layers.Conv2D(width, 3, padding="same")(x))])
+
+
+def res_blocks_per_stage(blocks: int | list[int], stages: int) -> list[int]:
+    return [blocks] * stages if isinstance(blocks, int) else list(blocks)
+
+
 def build_conv(
     latent_dim: int,
     widths: list[int],
@@ -91,9 +102,12 @@ def build_conv(
     batch_norm: bool = False,
     hidden: int = 0,
     float32_layers: tuple[str, ...] | list[str] = (),
+    decoder_res_blocks: int | list[int] = 0,
 ) -> tuple[keras.Model, keras.Model]:
     """Default model: strided 4x4 convs (SiLU) halving the image once per width, mirrored on the
-    way up, with an optional dense hidden layer on each side of the latent.
+    way up, with an optional dense hidden layer on each side of the latent and
+    `decoder_res_blocks` residual 3x3 convs after the decoder's upsamplings (one count for all, or
+    one per upsampling, smallest resolution first).
 
     Far fewer parameters than `seed` (no 34 M-weight Dense) and more depth where the pixels are.
     """
@@ -114,8 +128,12 @@ def build_conv(
         z = layers.Dense(hidden, activation="silu", dtype=latent_dtype)(z)
     z = layers.Dense(side * side * widths[-1], activation="silu", dtype=latent_dtype)(z)
     z = layers.Reshape((side, side, widths[-1]))(z)
-    for width in reversed(widths):
+    for width, blocks in zip(
+        reversed(widths), res_blocks_per_stage(decoder_res_blocks, len(widths)), strict=True
+    ):
         z = _block(z, width, layers.Conv2DTranspose, batch_norm)
+        for _ in range(blocks):
+            z = _residual(z, width)
     outputs = layers.Conv2D(
         3, 3, padding="same", activation="sigmoid", name="image", dtype=output_dtype
     )(z)
@@ -124,9 +142,12 @@ def build_conv(
 
 def validate_model_config(cfg: Any, image_size: int) -> None:
     """One clear message per bad value, before anything is built."""
-    if cfg.name not in MODELS:
+    arch = architecture(cfg)
+    if not isinstance(cfg.name, str) or not cfg.name:
+        raise PipelineError(f"model.name={cfg.name!r} must be a non-empty name (conf/model/*.yaml)")
+    if arch not in MODELS:
         raise PipelineError(
-            f"model.name={cfg.name!r} is unknown: choose one of {', '.join(MODELS)} (model=seed|conv)"
+            f"model.arch={arch!r} is unknown: choose one of {', '.join(MODELS)} (model=seed|conv|sigma_vae)"
         )
     if (
         isinstance(cfg.latent_dim, bool)
@@ -137,14 +158,35 @@ def validate_model_config(cfg: Any, image_size: int) -> None:
     hidden = cfg.get("hidden", 0)
     if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 0:
         raise PipelineError(f"model.hidden={hidden!r} must be an integer >= 0 (0: no hidden layer)")
-    if cfg.name == "conv" and (not cfg.widths or any(w <= 0 for w in cfg.widths)):
+    blocks = cfg.get("decoder_res_blocks", 0)
+    counts = [blocks] if isinstance(blocks, int) else list(blocks)
+    stages = len(cfg.widths) if arch == "conv" else len(counts)
+    if any(isinstance(b, bool) or not isinstance(b, int) or b < 0 for b in counts) or (
+        not isinstance(blocks, int) and len(counts) != stages
+    ):
+        raise PipelineError(
+            f"model.decoder_res_blocks={blocks!r} must be an integer >= 0 or one per decoder "
+            f"upsampling ({stages} for model.widths={list(cfg.widths)}), smallest resolution first"
+        )
+    if arch == "conv" and (not cfg.widths or any(w <= 0 for w in cfg.widths)):
         raise PipelineError(
             f"model.widths={list(cfg.widths)} must be one or more positive integers"
         )
-    if not isinstance(cfg.beta, int | float) or cfg.beta < 0:
-        raise PipelineError(f"model.beta={cfg.beta!r} must be a number >= 0")
+    if (
+        isinstance(cfg.beta, bool)
+        or not isinstance(cfg.beta, int | float)
+        or not math.isfinite(cfg.beta)
+        or cfg.beta < 0
+    ):
+        raise PipelineError(f"model.beta={cfg.beta!r} must be a finite number >= 0")
+    if cfg.get("sigma", "learned") not in SIGMAS:
+        raise PipelineError(
+            f"model.sigma={cfg.sigma!r} is unknown: choose one of {', '.join(SIGMAS)}"
+        )
     floor = cfg.get("sigma_floor", 0.0)
-    if isinstance(floor, bool) or not isinstance(floor, int | float) or not 0 <= floor < 1:
+    if (
+        isinstance(floor, bool) or not isinstance(floor, int | float) or not 0 <= floor < 1
+    ):  # nan too
         raise PipelineError(
             f"model.sigma_floor={floor!r} must be a number in [0, 1) (pixel units; 0 = no floor)"
         )
@@ -152,7 +194,7 @@ def validate_model_config(cfg: Any, image_size: int) -> None:
         raise PipelineError(
             f"model.likelihood={cfg.likelihood!r} is unknown: choose one of {', '.join(LIKELIHOODS)}"
         )
-    factor = 4 if cfg.name == "seed" else 2 ** len(cfg.widths)
+    factor = 4 if arch == "seed" else 2 ** len(cfg.widths)
     if image_size % factor:
         raise PipelineError(
             f"model={cfg.name} halves the image {int(math.log2(factor))} times, so the image side must be "
@@ -164,7 +206,7 @@ def build_model(
     cfg: Any, image_size: int = 64, float32_layers: tuple[str, ...] | list[str] = ()
 ) -> tuple[keras.Model, keras.Model]:
     """Encoder and decoder for a model config (checked beforehand: validate_model_config)."""
-    if cfg.name == "seed":
+    if architecture(cfg) == "seed":
         return build_seed(cfg.latent_dim, image_size, float32_layers)
     return build_conv(
         cfg.latent_dim,
@@ -173,7 +215,40 @@ def build_model(
         cfg.get("batch_norm", False),
         cfg.get("hidden", 0),
         float32_layers,
+        cfg.get("decoder_res_blocks", 0),
     )
+
+
+def architecture(cfg: Any) -> str:
+    """Which builder a model config uses: `model.arch` (configs written before it existed named
+    the architecture in `model.name`)."""
+    return cfg.get("arch") or cfg.name
+
+
+def forward_flops(model: keras.Model) -> int:
+    """Floating-point operations (a multiply-add = 2) of one image's forward pass through the
+    convolutions and dense layers, which hold all but a few percent of the arithmetic."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            total += forward_flops(layer)
+        elif isinstance(layer, layers.Conv2DTranspose):
+            h, w, c_in = layer.input.shape[1:]
+            k = layer.kernel_size[0] * layer.kernel_size[1]
+            total += 2 * h * w * k * c_in * layer.filters
+        elif isinstance(layer, layers.Conv2D):
+            h, w = layer.output.shape[1:3]
+            k = layer.kernel_size[0] * layer.kernel_size[1]
+            total += 2 * h * w * k * layer.input.shape[-1] * layer.filters
+        elif isinstance(layer, layers.Dense):
+            total += 2 * layer.input.shape[-1] * layer.units
+    return int(total)
+
+
+def training_flops(encoder: keras.Model, decoder: keras.Model) -> int:
+    """Per image and training step: the forward pass and a backward pass of about twice its cost
+    (the gradients of the inputs and of the weights)."""
+    return 3 * (forward_flops(encoder) + forward_flops(decoder))
 
 
 # --------------------------------------------------------------------------- loss terms
@@ -219,12 +294,17 @@ class VAE(keras.Model):
         likelihood: str = "bce_sum",
         seed: int = 0,
         sigma_floor: float = 0.0,
+        sigma: str = "learned",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.encoder = encoder
         self.decoder = decoder
         self.likelihood = likelihood
+        # optimal: σ² is the batch's mean squared error, the value that maximises the likelihood
+        # (Rybkin et al.'s "optimal σ-VAE"), so σ never lags behind the reconstructions as one
+        # learned weight moved by Adam does
+        self.optimal_sigma = likelihood == "gaussian" and sigma == "optimal"
         # the learned σ of the Gaussian likelihood never goes below this (0 = no floor): left free,
         # σ keeps shrinking to fit the training faces ever closer, which raises the weight of
         # reconstruction over KL without bound (validation loss rises, and one run went NaN)
@@ -235,7 +315,7 @@ class VAE(keras.Model):
             self.add_weight(
                 shape=(), initializer=keras.initializers.Constant(-1.0), name="log_sigma"
             )
-            if likelihood == "gaussian"
+            if likelihood == "gaussian" and not self.optimal_sigma
             else None
         )
         self.noise = keras.random.SeedGenerator(seed)
@@ -262,9 +342,20 @@ class VAE(keras.Model):
             log_sigma = ops.maximum(log_sigma, self.log_sigma_floor)
         return log_sigma
 
+    def batch_log_sigma(self, x: Any, x_hat: Any) -> Any:
+        """log σ with σ² = the batch's mean squared error (floored), held constant in the gradient:
+        at the optimum the loss's slope in σ is zero, so this is the gradient of the optimal bound."""
+        mse = ops.mean(ops.square(ops.cast(x, "float32") - ops.cast(x_hat, "float32")))
+        log_sigma = 0.5 * ops.log(ops.maximum(mse, 1e-12))
+        if self.log_sigma_floor is not None:
+            log_sigma = ops.maximum(log_sigma, self.log_sigma_floor)
+        return ops.stop_gradient(log_sigma)
+
     def loss_terms(self, x: Any, y_pred: tuple[Any, Any, Any]) -> tuple[Any, Any]:
         x_hat, z_mean, z_log_var = y_pred
-        log_sigma = self.effective_log_sigma()
+        log_sigma = (
+            self.batch_log_sigma(x, x_hat) if self.optimal_sigma else self.effective_log_sigma()
+        )
         reconstruction = ops.mean(reconstruction_nll(x, x_hat, self.likelihood, log_sigma))
         kl = ops.mean(kl_divergence(ops.cast(z_mean, "float32"), ops.cast(z_log_var, "float32")))
         return reconstruction, kl
@@ -315,6 +406,7 @@ def compiled_vae(cfg: Any, image_size: int, steps_per_epoch: int = 1) -> VAE:
         cfg.model.likelihood,
         seed=cfg.train.seed,
         sigma_floor=float(cfg.model.get("sigma_floor", 0.0)),
+        sigma=cfg.model.get("sigma", "learned"),
     )
     adam = FusedAdam if cfg.train.fused_adam else keras.optimizers.Adam
     # use_ema: Keras keeps the average in the optimizer (so checkpoints carry it) and writes it

@@ -23,13 +23,16 @@ from pipeline.model import FLOAT32_LAYERS, LR_SCHEDULES, validate_model_config
 @dataclass
 class ModelSchema:
     name: str = "conv"
+    arch: str = "conv"
     latent_dim: int = 128
     beta: float = 1.0
     likelihood: str = "bce_channel_mean"
     sigma_floor: float = 0.0
+    sigma: str = "learned"
     widths: list[int] = field(default_factory=lambda: [32, 64, 128])
     batch_norm: bool = False
     hidden: int = 0
+    decoder_res_blocks: Any = 0  # an int, or a list of one per upsampling (checked in model.py)
 
 
 @dataclass
@@ -40,6 +43,7 @@ class TrainSchema:
     lr_schedule: str = "constant"
     ema: float = 0.0
     kl_warmup_epochs: int = 0
+    hflip: bool = False
     seed: int = 42
     deterministic: bool = True
     steps_per_execution: int = 8

@@ -29,6 +29,13 @@ def test_overrides_reach_every_group() -> None:
     assert cfg.model.name == "seed" and cfg.data.prepare.size == 32
 
 
+def test_every_model_config_logs_its_own_name() -> None:
+    # sigma_vae builds the conv network, but MLflow must tell it from conv
+    names = {m: compose_config([f"model={m}"]).model for m in ("seed", "conv", "sigma_vae")}
+    assert {m: c.name for m, c in names.items()} == {m: m for m in names}
+    assert [names[m].arch for m in ("seed", "conv", "sigma_vae")] == ["seed", "conv", "conv"]
+
+
 def test_unknown_group_option_is_rejected() -> None:
     from hydra.errors import MissingConfigException
 

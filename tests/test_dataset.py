@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from pipeline.dataset import TrainingInput, batches, epoch_order, load_faces
+from pipeline.dataset import TrainingInput, batches, epoch_flips, epoch_order, load_faces
 from pipeline.errors import PipelineError
 
 
@@ -25,6 +25,21 @@ def test_training_input_gives_each_epoch_its_own_permutation(tiny_prepared: Path
             np.concatenate(got), images[epoch_order(20, 5, epoch)] / 255.0, rtol=1e-6
         )
         assert got[0].dtype == np.float32 and got[0].max() <= 1.0
+
+
+def test_hflip_mirrors_the_same_half_of_each_epoch_every_time(tiny_prepared: Path) -> None:
+    images = load_faces(tiny_prepared).images[:20]
+    feed = TrainingInput(images, 8, seed=5, epochs=2, hflip=True)
+    for epoch in (1, 0, 1):
+        got = np.concatenate(list(feed.epoch(epoch)))
+        plain = images[epoch_order(20, 5, epoch)] / 255.0
+        flips = epoch_flips(20, 5, epoch)
+        assert 0 < flips.sum() < 20  # some faces mirrored, some not
+        np.testing.assert_allclose(got[~flips], plain[~flips], rtol=1e-6)
+        np.testing.assert_allclose(got[flips], plain[flips][:, :, ::-1], rtol=1e-6)
+    assert not np.array_equal(epoch_flips(20, 5, 0), epoch_flips(20, 5, 1))
+    off = np.concatenate(list(TrainingInput(images, 8, seed=5, epochs=1).epoch(0)))
+    np.testing.assert_allclose(off, images[epoch_order(20, 5, 0)] / 255.0, rtol=1e-6)
 
 
 class _Recorder(keras.Model):

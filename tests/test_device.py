@@ -19,3 +19,13 @@ def test_auto_speed_switches_resolve_to_what_the_device_has(tiny_cfg, monkeypatc
         tiny_cfg("train.mixed_precision=float16", "train.fused_adam=false")
     )
     assert explicit.train.mixed_precision == "float16" and explicit.train.fused_adam is False
+
+
+def test_jit_compile_auto_is_resolved_to_what_runs(tiny_cfg, monkeypatch) -> None:
+    monkeypatch.setattr(device, "gpu_count", lambda: 0)
+    assert device.resolve_device_settings(tiny_cfg()).train.jit_compile is False
+    monkeypatch.setattr(device, "gpu_count", lambda: 1)
+    monkeypatch.setattr(device, "gpu_has_bfloat16", lambda: False)
+    assert device.resolve_device_settings(tiny_cfg()).train.jit_compile is True
+    pinned = tiny_cfg("train.jit_compile=false")
+    assert device.resolve_device_settings(pinned).train.jit_compile is False

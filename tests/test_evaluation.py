@@ -45,6 +45,9 @@ def test_evaluate_writes_every_metric_and_picture(trained_tiny: dict, tmp_path: 
         )
         # one figure per sampler; `fid` is the default sampler's; reconstructions apart
         assert result["fid"] == result["fid_gmm"] != result["fid_prior"]
+        # the same samples against the validation faces: what model selection ranks by
+        assert result["val_fid"] == result["val_fid_gmm"] != result["fid_gmm"]
+        assert result["val_kid"] == result["val_kid_gmm"] and np.isfinite(result["val_fid_prior"])
         assert result["kid"] == result["kid_gmm"] and np.isfinite(result["kid_prior"])
         assert result["fid_reconstructions"] > 0
     else:
@@ -68,28 +71,54 @@ def test_evaluate_writes_every_metric_and_picture(trained_tiny: dict, tmp_path: 
     if metrics.fid_unavailable_reason() is None:
         assert run.data.metrics["test_fid_prior"] == pytest.approx(result["fid_prior"])
         assert run.data.metrics["test_fid_gmm"] == pytest.approx(result["fid_gmm"])
+        assert run.data.metrics["val_fid"] == pytest.approx(result["val_fid_gmm"])
+        assert "test_val_fid" not in run.data.metrics
+    assert run.data.tags["eval.sampler"] == "gmm"  # which sampler test_fid / val_fid come from
     assert {a.path for a in MlflowClient().list_artifacts(vae.card["run_id"], "evaluation")} >= {
         "evaluation/metrics.json",
         "evaluation/attribute_edits.png",
     }
 
 
-def test_a_model_without_a_sampler_evaluates_with_the_prior(
-    trained_tiny: dict, tmp_path: Path, caplog
+def test_a_model_without_its_sampler_stops_unless_the_prior_is_asked_for(
+    trained_tiny: dict, tmp_path: Path
 ) -> None:
-    import logging
     import shutil
 
     models = tmp_path / "models"
     shutil.copytree(trained_tiny["root"] / "models", models)
-    (models / "sampler.npz").unlink()  # as a model trained before samplers existed
+    (models / "sampler.npz").unlink()  # lost, or trained before samplers existed
     vae = load_local(models)
     assert vae.mixture is None
-    cfg = OmegaConf.merge(trained_tiny["cfg"], {"evaluate": {"sampler": "gmm"}})
-    with caplog.at_level(logging.INFO):
-        result = evaluate(cfg, vae, load_faces(trained_tiny["prepared"]), tmp_path / "e")
+    faces = load_faces(trained_tiny["prepared"])
+    cfg = OmegaConf.merge(trained_tiny["cfg"], {"evaluate": {"sampler": "gmm", "fid": False}})
+    # no silent fallback: the prior's faces are not the model's faces
+    with pytest.raises(PipelineError, match=r"no ex-post sampler .*evaluate.sampler=prior"):
+        evaluate(cfg, vae, faces, tmp_path / "e")
+    assert not (tmp_path / "e").exists()
+    prior = OmegaConf.merge(cfg, {"evaluate": {"sampler": "prior"}})
+    result = evaluate(prior, vae, faces, tmp_path / "e")
     assert result["sampler"] == "prior" and "fid_gmm" not in result
-    assert "no ex-post sampler" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("n_samples", -5, "n_samples=-5 must be a positive integer"),
+        ("importance_samples", 0, "importance_samples=0 must be a positive integer"),
+        ("temperatures", [1.0, -0.5], "each must be > 0"),
+        ("sampler", "bogus", "sampler='bogus' is unknown"),
+    ],
+)
+def test_bad_evaluate_values_are_one_clear_error(
+    tiny_cfg, tiny_prepared: Path, key: str, value: object, message: str
+) -> None:
+    from pipeline.evaluation import validate_evaluate_config
+
+    cfg = tiny_cfg()
+    cfg.evaluate[key] = value
+    with pytest.raises(PipelineError, match=message):
+        validate_evaluate_config(cfg.evaluate)
 
 
 def test_bad_sampler_name_is_one_clear_error(trained_tiny: dict, tmp_path: Path) -> None:

@@ -136,3 +136,25 @@ def test_generate_command_writes_pngs(trained_tiny: dict, tmp_path: Path) -> Non
     )
     assert bad.returncode == 1 and "generate.n=0 must be a positive integer" in bad.stderr
     assert "Traceback" not in bad.stderr
+    # a decoder without its ex-post sampler: one line that says so, never the prior in silence
+    import shutil
+
+    (tmp_path / "lonely").mkdir()
+    shutil.copy(root / "models" / "decoder.keras", tmp_path / "lonely" / "decoder.keras")
+    lonely = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.generate",
+            *tiny_overrides(root),
+            f"generate.model={tmp_path}/lonely/decoder.keras",
+            f"generate.out={tmp_path}/lonely-out",
+            f"hydra.run.dir={tmp_path}/hydra",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert lonely.returncode == 1 and "generate.sampler=prior" in lonely.stderr
+    assert "Traceback" not in lonely.stderr and not (tmp_path / "lonely-out").exists()

@@ -52,6 +52,58 @@ def test_conv_model_shapes_follow_config() -> None:
     assert decoder(np.zeros((2, 16), np.float32)).shape == (2, 64, 64, 3)
 
 
+def test_decoder_res_blocks_add_depth_where_asked_and_count_flops() -> None:
+    from pipeline.model import training_flops
+
+    plain = build_model(model_cfg(name="conv", latent_dim=16, widths=[8, 16, 32]))
+    deeper = build_model(
+        model_cfg(name="conv", latent_dim=16, widths=[8, 16, 32], decoder_res_blocks=[0, 1, 2])
+    )
+    adds = [
+        layer.output.shape[1:] for layer in deeper[1].layers if isinstance(layer, keras.layers.Add)
+    ]
+    assert adds == [(32, 32, 16), (64, 64, 8), (64, 64, 8)]  # none at 16 px, 1 at 32, 2 at 64
+    assert deeper[1](np.zeros((2, 16), np.float32)).shape == (2, 64, 64, 3)
+    # a 3x3 conv of C→C channels at H×W costs 2·H·W·9·C² per forward pass, 3× that in training
+    extra = 3 * 2 * 9 * (32 * 32 * 16 * 16 + 2 * 64 * 64 * 8 * 8)
+    assert training_flops(*deeper) - training_flops(*plain) == extra
+    # the seed model's big Dense dominates: 2·16384·2048 of its forward FLOPs
+    seed = build_model(model_cfg())
+    assert training_flops(*seed) > 3 * 2 * 16384 * 2048
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"name": "conv", "decoder_res_blocks": [1, 1]}, "one per decoder upsampling"),
+        ({"name": "conv", "decoder_res_blocks": -1}, "must be an integer >= 0"),
+        ({"beta": float("nan")}, "finite number"),
+        ({"beta": float("inf")}, "finite number"),
+        ({"likelihood": "gaussian", "sigma": "magic"}, "model.sigma='magic' is unknown"),
+    ],
+)
+def test_bad_new_model_values_are_one_clear_error(kw: dict, message: str) -> None:
+    with pytest.raises(PipelineError, match=message):
+        validate_model_config(model_cfg(widths=[8, 16, 32], **kw), 64)
+
+
+def test_optimal_sigma_is_the_batch_rmse_and_has_no_weight() -> None:
+    encoder, decoder = build_model(model_cfg(name="conv", latent_dim=4, widths=[8, 16]), 16)
+    vae = VAE(encoder, decoder, likelihood="gaussian", sigma="optimal", sigma_floor=0.01)
+    assert vae.log_sigma is None  # nothing for Adam to move: σ follows the reconstructions
+    x = np.full((2, 16, 16, 3), 0.5, np.float32)
+    x_hat = x + np.float32(0.1)
+    reconstruction, _ = vae.loss_terms(x, (x_hat, np.zeros((2, 4)), np.zeros((2, 4))))
+    # σ = RMSE = 0.1, so every value costs 0.5 + log 0.1 + 0.5 log 2π
+    per_value = 0.5 + np.log(0.1) + 0.5 * np.log(2 * np.pi)
+    np.testing.assert_allclose(float(reconstruction), 16 * 16 * 3 * per_value, rtol=1e-4)
+    # a perfect reconstruction stops at the floor instead of dividing by zero
+    exact, _ = vae.loss_terms(x, (x, np.zeros((2, 4)), np.zeros((2, 4))))
+    np.testing.assert_allclose(
+        float(exact), 16 * 16 * 3 * (np.log(0.01) + 0.5 * np.log(2 * np.pi)), rtol=1e-4
+    )
+
+
 def test_kl_of_prior_is_zero_and_known_value() -> None:
     zeros = np.zeros((3, 5), np.float32)
     np.testing.assert_allclose(kl_divergence(zeros, zeros), np.zeros(3), atol=1e-6)
@@ -86,8 +138,8 @@ def test_reconstruction_terms_against_hand_computed_values() -> None:
     ("override", "message"),
     [
         ({"latent_dim": 0}, "latent_dim=0 must be a positive integer"),
-        ({"beta": -1.0}, r"beta=-1.0 must be a number >= 0"),
-        ({"name": "resnet"}, "model.name='resnet' is unknown"),
+        ({"beta": -1.0}, r"beta=-1.0 must be a finite number >= 0"),
+        ({"arch": "resnet"}, "model.arch='resnet' is unknown"),
         ({"likelihood": "poisson"}, "likelihood='poisson' is unknown"),
         ({"sigma_floor": -0.01}, r"sigma_floor=-0.01 must be a number in \[0, 1\)"),
         ({"sigma_floor": 1.0}, r"sigma_floor=1.0 must be a number in \[0, 1\)"),

@@ -165,7 +165,7 @@ def test_nan_loss_stops_with_a_clear_message_and_a_failed_run(
         ("model.beta=-0.5", "beta=-0.5"),
         ("train.batch_size=0", "train.batch_size=0"),
         ("train.epochs=-1", "train.epochs=-1"),
-        ("model.name=nope", "model.name='nope' is unknown"),
+        ("model.arch=nope", "model.arch='nope' is unknown"),
         ("model.widths=[8,16,32,64,128]", "multiple of 32"),
         ("train.mixed_precision=float8", "train.mixed_precision='float8' is invalid"),
         ("train.learning_rate=0", "train.learning_rate=0.0 is invalid"),
