@@ -155,7 +155,7 @@ def _inception():
 
     net = torch.jit.load(str(fid_network_path()), map_location="cpu").eval()
     # frozen (batch norms folded into the convolutions) and fed channels-last: the same features
-    # to float32 round-off, in fewer passes over memory (benchmarks/eval_speed.py measures it)
+    # to float32 round-off, in fewer passes over memory (benchmarks/machine.py measures both)
     return torch.jit.freeze(net)
 
 

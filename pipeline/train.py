@@ -54,6 +54,7 @@ from pipeline.schema import validate_train_config
 
 log = logging.getLogger(__name__)
 METRICS = ("loss", "reconstruction", "kl", "val_loss", "val_reconstruction", "val_kl")
+QUICK_CODES, QUICK_COMPONENTS = 2000, 10  # the per-epoch sample grid's mixture (EpochEnd)
 
 
 class TrainingDiverged(PipelineError):
@@ -73,11 +74,32 @@ class EpochEnd(keras.callbacks.Callback):
         n_train: int,
         fixed_noise: np.ndarray,
         guard: TerminationGuard | None = None,
+        train_images: np.ndarray | None = None,
     ) -> None:
         super().__init__()
         self.cfg, self.ckpt, self.n_train, self.fixed_noise = cfg, ckpt, n_train, fixed_noise
+        # a fixed subset of the training faces for the per-epoch mixture of `log_samples`
+        self.train_images = None if train_images is None else train_images[:QUICK_CODES]
         self.guard = guard or TerminationGuard()
         self.started = self.validation_started = 0.0
+
+    def log_samples(self, step: int) -> None:
+        """`samples`: faces from the sampler the model is judged by (evaluate.sampler), so the
+        chart a user compares runs by shows the model's real faces; `samples_prior` beside it
+        when that sampler is the mixture. The mixture here is a quick fit (one component count,
+        a subset of the training codes: seconds); the saved one is chosen on validation."""
+        decode = self.model.decoder.predict
+        prior = np.asarray(decode(self.fixed_noise, verbose=0), np.float32)
+        if self.cfg.evaluate.sampler != "gmm" or self.train_images is None:
+            tracking.log_image_step(prior, "samples", step)
+            return
+        codes, _ = self.model.encoder.predict(to_float(self.train_images), verbose=0)
+        mixture, _ = sampler.fit_gmm(codes, codes[:2], [min(QUICK_COMPONENTS, len(codes))], 0)
+        z = sampler.latents(
+            mixture, len(self.fixed_noise), codes.shape[1], 1.0, self.cfg.train.seed
+        )
+        tracking.log_image_step(np.asarray(decode(z, verbose=0), np.float32), "samples", step)
+        tracking.log_image_step(prior, "samples_prior", step)
 
     def beta_at(self, epoch: int) -> float:
         warmup = self.cfg.train.kl_warmup_epochs
@@ -120,8 +142,7 @@ class EpochEnd(keras.callbacks.Callback):
         )
         every, last = self.cfg.train.sample_every, self.cfg.train.epochs
         if (epoch + 1) % every == 0 or epoch + 1 == last:
-            faces = np.asarray(self.model.decoder.predict(self.fixed_noise, verbose=0), np.float32)
-            tracking.log_image_step(faces, "samples", epoch + 1)
+            self.log_samples(epoch + 1)
         remaining = (last - epoch - 1) * seconds
         log.info(
             "epoch %d/%d  loss %.1f  val_loss %.1f  (recon %.1f, kl %.1f, β %.2f)  %.0f img/s  ETA %s",
@@ -265,7 +286,14 @@ def train(
                         else None,
                         callbacks=[
                             feed.callback,
-                            EpochEnd(cfg, ckpt, len(train_faces.images), fixed_noise, guard),
+                            EpochEnd(
+                                cfg,
+                                ckpt,
+                                len(train_faces.images),
+                                fixed_noise,
+                                guard,
+                                train_faces.images,
+                            ),
                         ],
                         verbose=2,
                     )

@@ -65,8 +65,16 @@ def test_a_run_logs_params_epochs_pictures_and_a_loadable_model(
     assert loss[-1] < loss[0]  # it learns
     assert "config.yaml" in artifact_paths(client, result.run_id)
     # sample grids every train.sample_every epochs and at the end, as MLflow images with steps
-    assert tracking.image_steps(result.run_id) == {"samples": [2, 4], "reconstructions": [4]}
+    # `samples` from the default sampler (the mixture), the prior's grid under its own key
+    assert tracking.image_steps(result.run_id) == {
+        "samples": [2, 4],
+        "samples_prior": [2, 4],
+        "reconstructions": [4],
+    }
     run = client.get_run(result.run_id)
+    # the config's own name and the builder it uses, both as they were composed
+    assert run.data.params["model.arch"] == "conv" and run.data.tags["model"] == cfg.model.name
+    assert run.data.params["train.jit_compile"] == "False"  # `auto` resolved for this CPU
     (dataset,) = [d.dataset for d in run.inputs.dataset_inputs]
     assert dataset.digest == file_sha256(tiny_prepared)[:16] and dataset.name == "faces.npz"
     decoder = mlflow.keras.load_model(f"runs:/{result.run_id}/decoder")
