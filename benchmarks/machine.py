@@ -60,7 +60,8 @@ def keras_step(batch: int, steps: int) -> tuple[float, int]:
     from hydra import compose, initialize_config_dir
 
     from pipeline.device import resolve_device_settings, set_numerics
-    from pipeline.model import compiled_vae, training_flops
+    from pipeline.flops import training_flops
+    from pipeline.model import compiled_vae
 
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", [f"train.batch_size={batch}"])

@@ -225,32 +225,6 @@ def architecture(cfg: Any) -> str:
     return cfg.get("arch") or cfg.name
 
 
-def forward_flops(model: keras.Model) -> int:
-    """Floating-point operations (a multiply-add = 2) of one image's forward pass through the
-    convolutions and dense layers, which hold all but a few percent of the arithmetic."""
-    total = 0
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            total += forward_flops(layer)
-        elif isinstance(layer, layers.Conv2DTranspose):
-            h, w, c_in = layer.input.shape[1:]
-            k = layer.kernel_size[0] * layer.kernel_size[1]
-            total += 2 * h * w * k * c_in * layer.filters
-        elif isinstance(layer, layers.Conv2D):
-            h, w = layer.output.shape[1:3]
-            k = layer.kernel_size[0] * layer.kernel_size[1]
-            total += 2 * h * w * k * layer.input.shape[-1] * layer.filters
-        elif isinstance(layer, layers.Dense):
-            total += 2 * layer.input.shape[-1] * layer.units
-    return int(total)
-
-
-def training_flops(encoder: keras.Model, decoder: keras.Model) -> int:
-    """Per image and training step: the forward pass and a backward pass of about twice its cost
-    (the gradients of the inputs and of the weights)."""
-    return 3 * (forward_flops(encoder) + forward_flops(decoder))
-
-
 # --------------------------------------------------------------------------- loss terms
 
 

@@ -16,7 +16,6 @@ import json
 import logging
 import math
 import signal
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline import artifacts, sampler, tracking
 from pipeline.artifacts import load_local
 from pipeline.atomic import write_text_atomic
+from pipeline.callbacks import METRICS, EpochEnd
 from pipeline.checkpoint import (
     Checkpoint,
     Terminated,
@@ -53,111 +53,6 @@ from pipeline.model import VAE, architecture, compiled_vae
 from pipeline.schema import validate_train_config
 
 log = logging.getLogger(__name__)
-METRICS = ("loss", "reconstruction", "kl", "val_loss", "val_reconstruction", "val_kl")
-QUICK_CODES, QUICK_COMPONENTS = 2000, 10  # the per-epoch sample grid's mixture (EpochEnd)
-
-
-class TrainingDiverged(PipelineError):
-    pass
-
-
-# --------------------------------------------------------------------------- the epoch callback
-
-
-class EpochEnd(keras.callbacks.Callback):
-    """At each epoch's end: NaN check, checkpoint, MLflow metrics, a sample grid, one log line."""
-
-    def __init__(
-        self,
-        cfg: DictConfig,
-        ckpt: Checkpoint,
-        n_train: int,
-        fixed_noise: np.ndarray,
-        guard: TerminationGuard | None = None,
-        train_images: np.ndarray | None = None,
-    ) -> None:
-        super().__init__()
-        self.cfg, self.ckpt, self.n_train, self.fixed_noise = cfg, ckpt, n_train, fixed_noise
-        # a fixed subset of the training faces for the per-epoch mixture of `log_samples`
-        self.train_images = None if train_images is None else train_images[:QUICK_CODES]
-        self.guard = guard or TerminationGuard()
-        self.started = self.validation_started = 0.0
-
-    def log_samples(self, step: int) -> None:
-        """`samples`: faces from the sampler the model is judged by (evaluate.sampler), so the
-        chart a user compares runs by shows the model's real faces; `samples_prior` beside it
-        when that sampler is the mixture. The mixture here is a quick fit (one component count,
-        a subset of the training codes: seconds); the saved one is chosen on validation."""
-        decode = self.model.decoder.predict
-        prior = np.asarray(decode(self.fixed_noise, verbose=0), np.float32)
-        if self.cfg.evaluate.sampler != "gmm" or self.train_images is None:
-            tracking.log_image_step(prior, "samples", step)
-            return
-        codes, _ = self.model.encoder.predict(to_float(self.train_images), verbose=0)
-        mixture, _ = sampler.fit_gmm(codes, codes[:2], [min(QUICK_COMPONENTS, len(codes))], 0)
-        z = sampler.latents(
-            mixture, len(self.fixed_noise), codes.shape[1], 1.0, self.cfg.train.seed
-        )
-        tracking.log_image_step(np.asarray(decode(z, verbose=0), np.float32), "samples", step)
-        tracking.log_image_step(prior, "samples_prior", step)
-
-    def beta_at(self, epoch: int) -> float:
-        warmup = self.cfg.train.kl_warmup_epochs
-        return float(self.cfg.model.beta) * (min(1.0, (epoch + 1) / warmup) if warmup else 1.0)
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self.model.beta.assign(self.beta_at(epoch))
-        self.started = time.perf_counter()
-
-    def on_test_begin(self, logs: dict | None = None) -> None:
-        self.validation_started = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        logs = logs or {}
-        end = time.perf_counter()
-        train_end = self.validation_started if self.validation_started > self.started else end
-        seconds = end - self.started
-        row = {
-            "epoch": epoch + 1,
-            **{k: float(logs[k]) for k in METRICS if k in logs},
-            "beta": self.beta_at(epoch),
-            "images_per_s": self.n_train / (train_end - self.started),
-            "epoch_seconds": seconds,
-        }
-        bad = [k for k in METRICS if k in row and not math.isfinite(row[k])]
-        if bad:
-            raise TrainingDiverged(
-                f"{', '.join(bad)} became {row[bad[0]]} at epoch {epoch + 1}: lower train.learning_rate "
-                f"(now {self.cfg.train.learning_rate}) or model.beta; the last good checkpoint is kept"
-            )
-        self.ckpt.epoch, self.ckpt.history = epoch + 1, [*self.ckpt.history, row]
-        with self.guard.writing_checkpoint():  # SIGTERM now waits until the checkpoint is whole
-            self.ckpt.save(self.model)
-        # checkpoint first, then MLflow: a kill in between is reconciled on resume (logged_steps)
-        tracking.with_retries(
-            lambda: mlflow.log_metrics(
-                {k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1
-            ),
-            "metrics",
-        )
-        every, last = self.cfg.train.sample_every, self.cfg.train.epochs
-        if (epoch + 1) % every == 0 or epoch + 1 == last:
-            self.log_samples(epoch + 1)
-        remaining = (last - epoch - 1) * seconds
-        log.info(
-            "epoch %d/%d  loss %.1f  val_loss %.1f  (recon %.1f, kl %.1f, β %.2f)  %.0f img/s  ETA %s",
-            epoch + 1,
-            last,
-            row["loss"],
-            row.get("val_loss", float("nan")),
-            row["reconstruction"],
-            row["kl"],
-            row["beta"],
-            row["images_per_s"],
-            time.strftime("%H:%M:%S", time.gmtime(remaining)),
-        )
-
-
 # --------------------------------------------------------------------------- training
 
 

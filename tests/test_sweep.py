@@ -68,7 +68,11 @@ def check_sweep(proc: subprocess.CompletedProcess, tmp_path: Path, uri: str) -> 
         # every job evaluated itself on the test split (evaluate.after_training=auto in sweeps)
         for metric in ("test_mse", "test_psnr", "test_neg_elbo_nats", "test_active_units"):
             assert metric in run.data.metrics, (run.info.run_name, metric)
-        assert tracking.image_steps(run.info.run_id) == {"samples": [2], "reconstructions": [2]}
+        assert tracking.image_steps(run.info.run_id) == {
+            "samples": [2],
+            "samples_prior": [2],
+            "reconstructions": [2],
+        }
         assert any(a.path == "evaluation" for a in client.list_artifacts(run.info.run_id))
     # each job's models in its own folder of the sweep
     for job in ("0", "1"):

@@ -12,10 +12,10 @@ from mlflow.tracking import MlflowClient
 
 from pipeline import tracking
 from pipeline import train as train_module
+from pipeline.callbacks import TrainingDiverged
 from pipeline.checkpoint import Checkpoint
 from pipeline.checksums import file_sha256
 from pipeline.errors import PipelineError
-from pipeline.train import TrainingDiverged
 from tests.conftest import run_training
 
 

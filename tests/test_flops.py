@@ -1,0 +1,41 @@
+"""FLOP counts: what the speed benchmarks divide their step time by."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from pipeline.flops import forward_flops, training_flops
+from pipeline.model import build_model
+from tests.test_model import model_cfg
+
+
+def test_dense_and_conv_flops_follow_the_formula() -> None:
+    x = inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, strides=2, padding="same")(x)  # 4x4x4 out
+    x = keras.layers.Conv2DTranspose(2, 4, strides=2, padding="same")(x)  # 4x4x4 in
+    x = keras.layers.Flatten()(x)
+    out = keras.layers.Dense(5)(x)
+    model = keras.Model(inputs, out)
+    conv = 2 * 4 * 4 * 9 * 3 * 4
+    transposed = 2 * 4 * 4 * 16 * 4 * 2
+    dense = 2 * (8 * 8 * 2) * 5
+    assert forward_flops(model) == conv + transposed + dense
+
+
+def test_decoder_res_blocks_add_depth_where_asked_and_count_flops() -> None:
+    plain = build_model(model_cfg(name="conv", latent_dim=16, widths=[8, 16, 32]))
+    deeper = build_model(
+        model_cfg(name="conv", latent_dim=16, widths=[8, 16, 32], decoder_res_blocks=[0, 1, 2])
+    )
+    adds = [
+        layer.output.shape[1:] for layer in deeper[1].layers if isinstance(layer, keras.layers.Add)
+    ]
+    assert adds == [(32, 32, 16), (64, 64, 8), (64, 64, 8)]  # none at 16 px, 1 at 32, 2 at 64
+    assert deeper[1](np.zeros((2, 16), np.float32)).shape == (2, 64, 64, 3)
+    # a 3x3 conv of C→C channels at H×W costs 2·H·W·9·C² per forward pass, 3× that in training
+    extra = 3 * 2 * 9 * (32 * 32 * 16 * 16 + 2 * 64 * 64 * 8 * 8)
+    assert training_flops(*deeper) - training_flops(*plain) == extra
+    # the seed model's big Dense dominates: 2·16384·2048 of its forward FLOPs
+    seed = build_model(model_cfg())
+    assert training_flops(*seed) > 3 * 2 * 16384 * 2048
