@@ -91,10 +91,6 @@ def _residual(x: Any, width: int) -> Any:
     return layers.Add()([x, layers.Activation("silu")(layers.Conv2D(width, 3, padding="same")(x))])
 
 
-def res_blocks_per_stage(blocks: int | list[int], stages: int) -> list[int]:
-    return [blocks] * stages if isinstance(blocks, int) else list(blocks)
-
-
 def build_conv(
     latent_dim: int,
     widths: list[int],
@@ -128,9 +124,9 @@ def build_conv(
         z = layers.Dense(hidden, activation="silu", dtype=latent_dtype)(z)
     z = layers.Dense(side * side * widths[-1], activation="silu", dtype=latent_dtype)(z)
     z = layers.Reshape((side, side, widths[-1]))(z)
-    for width, blocks in zip(
-        reversed(widths), res_blocks_per_stage(decoder_res_blocks, len(widths)), strict=True
-    ):
+    per_stage = decoder_res_blocks
+    per_stage = [per_stage] * len(widths) if isinstance(per_stage, int) else list(per_stage)
+    for width, blocks in zip(reversed(widths), per_stage, strict=True):
         z = _block(z, width, layers.Conv2DTranspose, batch_norm)
         for _ in range(blocks):
             z = _residual(z, width)
@@ -296,7 +292,8 @@ class VAE(keras.Model):
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
         self.kl_tracker = keras.metrics.Mean(name="kl")
 
-    def call(self, x: Any, training: bool = False) -> tuple[Any, Any, Any]:
+    def call(self, x: Any, training: bool = False) -> tuple[Any, ...]:
+        # x̂, μ, log σ² (+ a learned σ, read here: JAX's compute_metrics sees no model variables)
         z_mean, z_log_var = self.encoder(x, training=training)
         # the noise and z stay float32 under mixed precision; the decoder casts z to its compute dtype
         z_mean, z_log_var = ops.cast(z_mean, "float32"), ops.cast(z_log_var, "float32")
@@ -304,7 +301,9 @@ class VAE(keras.Model):
         eps = keras.random.normal(ops.shape(z_mean), seed=self.noise)
         # reparameterisation: gradients flow through μ, σ
         z = z_mean + ops.exp(0.5 * z_log_var) * eps
-        return self.decoder(z, training=training), z_mean, z_log_var
+        x_hat = self.decoder(z, training=training)
+        learned = () if self.log_sigma is None else (self.effective_log_sigma(),)
+        return x_hat, z_mean, z_log_var, *learned
 
     def effective_log_sigma(self) -> Any:
         """log σ of the Gaussian likelihood as the loss uses it (the floor applied); None otherwise."""
@@ -325,10 +324,12 @@ class VAE(keras.Model):
             log_sigma = ops.maximum(log_sigma, self.log_sigma_floor)
         return ops.stop_gradient(log_sigma)
 
-    def loss_terms(self, x: Any, y_pred: tuple[Any, Any, Any]) -> tuple[Any, Any]:
-        x_hat, z_mean, z_log_var = y_pred
+    def loss_terms(self, x: Any, y_pred: tuple[Any, ...]) -> tuple[Any, Any]:
+        x_hat, z_mean, z_log_var, *learned = y_pred
         log_sigma = (
-            self.batch_log_sigma(x, x_hat) if self.optimal_sigma else self.effective_log_sigma()
+            self.batch_log_sigma(x, x_hat)
+            if self.optimal_sigma
+            else (learned[0] if learned else self.effective_log_sigma())
         )
         reconstruction = ops.mean(reconstruction_nll(x, x_hat, self.likelihood, log_sigma))
         kl = ops.mean(kl_divergence(ops.cast(z_mean, "float32"), ops.cast(z_log_var, "float32")))

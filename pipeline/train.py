@@ -32,6 +32,7 @@ from pipeline import artifacts, sampler, tracking
 from pipeline.artifacts import load_local
 from pipeline.atomic import write_text_atomic
 from pipeline.callbacks import METRICS, EpochEnd
+from pipeline.card import model_card
 from pipeline.checkpoint import (
     Checkpoint,
     Terminated,
@@ -49,7 +50,7 @@ from pipeline.device import (
 )
 from pipeline.errors import PipelineError, exit_on_pipeline_error
 from pipeline.evaluation import evaluate_into_run, validate_evaluate_config
-from pipeline.model import VAE, architecture, compiled_vae
+from pipeline.model import VAE, compiled_vae
 from pipeline.schema import validate_train_config
 
 log = logging.getLogger(__name__)
@@ -226,19 +227,15 @@ def finish(
     z_train, z_train_log_var = vae.encoder.predict(
         to_float(train_faces.images), batch_size=256, verbose=0
     )
-    # what evaluation needs beside the two networks: the likelihood and its σ, and the run
-    card = {
-        "run_id": mlflow.active_run().info.run_id,
-        "model": cfg.model.name,
-        "arch": architecture(cfg.model),
-        "latent_dim": cfg.model.latent_dim,
-        "beta": float(cfg.model.beta),
-        "likelihood": cfg.model.likelihood,
-        "sigma": cfg.model.sigma if cfg.model.likelihood == "gaussian" else None,
-        "image_size": shown.image_size,
-        "log_sigma": final_log_sigma(vae, train_faces.images, z_train, z_train_log_var, cfg),
-        "epochs": len(history),
-    }
+    card = model_card(
+        cfg,
+        vae,
+        train_faces.images,
+        z_train,
+        z_train_log_var,
+        mlflow.active_run().info.run_id,
+        len(history),
+    )
     encoder, decoder = artifacts.save_vae(cfg.model, vae.encoder, vae.decoder, card, models_dir)
     mlflow.log_dict(card, "vae.json")
     inputs = to_float(shown.images[:16])
@@ -266,28 +263,6 @@ def finish(
         )
         write_history_csv(history, reports_dir / "train_history.csv")
     mlflow.log_dict({"epochs": len(history), **final}, "final_metrics.json")
-
-
-def final_log_sigma(
-    vae: VAE,
-    images: np.ndarray,
-    z_mean: np.ndarray,
-    z_log_var: np.ndarray,
-    cfg: DictConfig,
-) -> float | None:
-    """log σ of a Gaussian decoder as the saved model's likelihood: the learned one (floored), or
-    for model.sigma=optimal the maximum-likelihood σ over the training faces, with z sampled as in
-    training (σ² = their mean squared error, floored)."""
-    if vae.likelihood != "gaussian":
-        return None
-    if not vae.optimal_sigma:
-        return float(np.asarray(vae.effective_log_sigma()))
-    rng = np.random.default_rng(cfg.train.seed)
-    z = z_mean + np.exp(0.5 * np.clip(z_log_var, -20, 20)) * rng.standard_normal(z_mean.shape)
-    x_hat = vae.decoder.predict(z.astype(np.float32), batch_size=256, verbose=0)
-    mse = float(np.mean((to_float(images) - x_hat) ** 2))
-    floor = float(cfg.model.get("sigma_floor", 0.0))
-    return 0.5 * math.log(max(mse, floor**2, 1e-12))
 
 
 def evaluate_after_training(cfg: DictConfig, in_sweep: bool) -> bool:

@@ -156,9 +156,10 @@ def gaussian_vae(sigma_floor: float) -> VAE:
 def test_sigma_floor_bounds_the_sigma_the_loss_uses() -> None:
     x = np.random.default_rng(0).random((4, 16, 16, 3)).astype(np.float32)
     floored, free = gaussian_vae(0.04), gaussian_vae(0.0)
-    y_pred = floored(x)
     for vae in (floored, free):
         vae.log_sigma.assign(np.log(0.001))  # far below the floor, as a long run drifts to
+    y_pred = floored(x)  # the forward pass carries the σ the loss uses
+    np.testing.assert_allclose(float(y_pred[3]), np.log(0.04), rtol=1e-6)
     np.testing.assert_allclose(float(floored.effective_log_sigma()), np.log(0.04), rtol=1e-6)
     np.testing.assert_allclose(float(free.effective_log_sigma()), np.log(0.001), rtol=1e-6)
     recon, _ = floored.loss_terms(x, y_pred)
@@ -210,6 +211,9 @@ for name, likelihood in [("seed", "bce_channel_mean"), ("conv", "gaussian")]:
     before = [np.array(w) for w in vae.decoder.trainable_weights]
     logs = vae.train_on_batch(x, return_dict=True)
     changed = any(not np.allclose(b, np.array(w)) for b, w in zip(before, vae.decoder.trainable_weights))
+    # fit() frees the model's variables while it runs, so the metrics must not read them
+    fit = vae.fit(x, validation_data=(x,), epochs=1, batch_size=4, verbose=0).history
+    assert np.isfinite(fit["val_loss"][0]) and np.isfinite(fit["reconstruction"][0])
     print(name, "loss", float(logs["loss"]), "kl", float(logs["kl"]), "changed", changed)
 """
 

@@ -1,0 +1,117 @@
+"""benchmarks/gpu_check.py on the CPU: the accelerator's script must not be broken when one comes.
+
+It trains under JAX (what the accelerator machine has) without TensorFlow's tf.data or MLflow,
+so these tests run its train step under KERAS_BACKEND=jax in a fresh process, then score the result
+with the project's evaluation here."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.lfw_fixtures import write_tiny_prepared
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
+TINY = ["model.widths=[8,16]", "model.latent_dim=4"]  # the default model, made tiny
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_pack_keeps_train_and_val_as_close_jpegs(tmp_path: Path) -> None:
+    from pipeline.dataset import load_faces
+
+    prepared = write_tiny_prepared(tmp_path / "faces.npz")
+    proc = run("pack", "--faces", str(prepared), "--out", str(tmp_path / "bundle"), "--no-wheels")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    faces = load_script().unpack(tmp_path / "bundle" / "faces.npz")
+    original = load_faces(prepared)
+    kept = np.isin(original.split, ["train", "val"])
+    assert list(faces.split) == list(original.split[kept])  # no test face travels
+    assert faces.images.shape == original.images[kept].shape
+    error = np.abs(faces.images.astype(int) - original.images[kept]).mean()
+    assert 0 < error < 3  # lossy, but by a few grey levels at quality 95
+
+
+def test_pins_for_the_wheels_come_from_constraints() -> None:
+    script = load_script()
+    keras_pin = script.pinned("keras")
+    assert keras_pin.startswith("keras==") and "+" not in keras_pin
+    assert script.pinned("no-such-package") == "no-such-package"
+
+
+def test_cpu_run_under_jax_trains_times_and_scores(tmp_path: Path) -> None:
+    pytest.importorskip("jax")
+    prepared = write_tiny_prepared(tmp_path / "prepared" / "faces.npz")
+    assert (
+        run("pack", "--faces", str(prepared), "--out", str(tmp_path), "--no-wheels").returncode == 0
+    )
+    out = tmp_path / "out"
+    proc = run(
+        "train",
+        "--cpu",
+        "--data",
+        str(tmp_path / "faces.npz"),
+        "--epochs",
+        "2",
+        "--batch-sizes",
+        "8,32",
+        "--out",
+        str(out),
+        *TINY,
+        env={"KERAS_BACKEND": "jax"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| jax: 1 x cpu | jax | 8 |" in proc.stdout
+    for batch, rate in ((8, 5e-4 * (8 / 64) ** 0.5), (32, 5e-4 * (32 / 64) ** 0.5)):
+        timing = json.loads((out / f"b{batch}" / "timing.json").read_text())
+        assert timing["backend"] == "jax" and timing["batch_size"] == batch
+        assert timing["learning_rate"] == pytest.approx(rate)
+        assert [r["epoch"] for r in timing["history"]] == [1, 2]
+        assert timing["img_per_s"] > 0 and timing["epoch_s"] > 0
+        card = json.loads((out / f"b{batch}" / "vae.json").read_text())
+        assert card["latent_dim"] == 4 and card["likelihood"] == "gaussian"
+        assert np.isfinite(card["log_sigma"])
+
+    proc = run(
+        "score",
+        "--runs",
+        str(out),
+        "--faces",
+        str(prepared),
+        "evaluate.n_samples=12",
+        "evaluate.kid_subsets=5",
+        "evaluate.kid_subset_size=8",
+        "evaluate.importance_samples=2",
+        "evaluate.attributes=[Top]",
+        f"evaluate.cache_dir={tmp_path / 'cache'}",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    scores = json.loads((out / "scores.json").read_text())
+    assert [s["batch_size"] for s in scores] == [32, 8]  # folders in name order: b32, b8
+    for s in scores:
+        assert np.isfinite(s["fid"]) and np.isfinite(s["val_fid"]) and s["sampler"] == "gmm"
+        assert (out / f"b{s['batch_size']}" / "evaluation" / "samples_t1.png").exists()
