@@ -122,3 +122,20 @@ def test_inception_features_of_real_faces_are_cached_per_content(tmp_path, monke
     assert calls == [7, 7, 7]
     metrics.cached_inception_features(faces, None)  # None: no cache
     assert calls == [7, 7, 7, 7] and not list(tmp_path.glob(".*"))  # no temp files left
+
+
+def test_frechet_distance_agrees_with_the_matrix_square_root_of_the_product() -> None:
+    """The symmetric form gives what scipy's sqrtm of Σ1Σ2 gives, on full covariances shaped like
+    Inception features (more dimensions than a few, far from diagonal, one of them singular)."""
+    from scipy import linalg
+
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((300, 64)) @ rng.standard_normal((64, 64))
+    b = rng.standard_normal((40, 64)) @ rng.standard_normal((64, 64)) + 0.3  # rank 40 < 64
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    mu1, mu2 = a.mean(0), b.mean(0)
+    covmean = linalg.sqrtm(s1 @ s2).real
+    expected = (mu1 - mu2) @ (mu1 - mu2) + np.trace(s1 + s2 - 2 * covmean)
+    assert metrics.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-6)
+    # symmetric in its two arguments, as a distance is
+    assert metrics.frechet_distance(mu2, s2, mu1, s1) == pytest.approx(expected, rel=1e-6)
