@@ -124,9 +124,12 @@ def build_conv(
         z = layers.Dense(hidden, activation="silu", dtype=latent_dtype)(z)
     z = layers.Dense(side * side * widths[-1], activation="silu", dtype=latent_dtype)(z)
     z = layers.Reshape((side, side, widths[-1]))(z)
-    per_stage = decoder_res_blocks
-    per_stage = [per_stage] * len(widths) if isinstance(per_stage, int) else list(per_stage)
-    for width, blocks in zip(reversed(widths), per_stage, strict=True):
+    blocks_per_stage = (
+        [decoder_res_blocks] * len(widths)
+        if isinstance(decoder_res_blocks, int)
+        else list(decoder_res_blocks)
+    )
+    for width, blocks in zip(reversed(widths), blocks_per_stage, strict=True):
         z = _block(z, width, layers.Conv2DTranspose, batch_norm)
         for _ in range(blocks):
             z = _residual(z, width)
@@ -326,10 +329,9 @@ class VAE(keras.Model):
 
     def loss_terms(self, x: Any, y_pred: tuple[Any, ...]) -> tuple[Any, Any]:
         x_hat, z_mean, z_log_var, *learned = y_pred
+        # a learned σ comes with the forward pass; BCE likelihoods have none
         log_sigma = (
-            self.batch_log_sigma(x, x_hat)
-            if self.optimal_sigma
-            else (learned[0] if learned else self.effective_log_sigma())
+            self.batch_log_sigma(x, x_hat) if self.optimal_sigma else next(iter(learned), None)
         )
         reconstruction = ops.mean(reconstruction_nll(x, x_hat, self.likelihood, log_sigma))
         kl = ops.mean(kl_divergence(ops.cast(z_mean, "float32"), ops.cast(z_log_var, "float32")))
