@@ -111,6 +111,9 @@ def kl_plot(per_dim_kl: np.ndarray, path: Path) -> Path:
     return path
 
 
+FID_EXTRA = ("prior", "gmm", "reconstructions")  # sets measured beside the default sampler's
+
+
 def validate_evaluate_config(e: DictConfig) -> None:
     """One clear error per bad evaluate.* value; training calls this before it starts, so a bad
     value never costs a training."""
@@ -124,6 +127,12 @@ def validate_evaluate_config(e: DictConfig) -> None:
         value = e[key]
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise PipelineError(f"evaluate.{key}={value!r} must be a positive integer")
+    extra = list(e.get("fid_extra") or [])
+    unknown = [x for x in extra if x not in FID_EXTRA]
+    if unknown:
+        raise PipelineError(
+            f"evaluate.fid_extra={extra}: {unknown} unknown; choose from {', '.join(FID_EXTRA)}"
+        )
     bad = [t for t in e.temperatures if not isinstance(t, int | float) or not 0 < t < math.inf]
     if bad:
         raise PipelineError(f"evaluate.temperatures={list(e.temperatures)}: each must be > 0")
@@ -134,6 +143,11 @@ def evaluate(cfg: DictConfig, vae: TrainedVAE, faces: Faces, out_dir: Path) -> d
     e = cfg.evaluate
     validate_evaluate_config(e)
     samplers = available_samplers(e.sampler, vae)  # before any work
+    if "gmm" in (e.get("fid_extra") or []) and "gmm" not in samplers:
+        raise PipelineError(
+            "evaluate.fid_extra asks for gmm, but the model has no ex-post sampler (sampler.npz): "
+            "drop gmm from evaluate.fid_extra"
+        )
     test, train = faces.subset("test"), faces.subset("train")
     if len(test.images) < 2:
         raise PipelineError(
@@ -166,36 +180,45 @@ def evaluate(cfg: DictConfig, vae: TrainedVAE, faces: Faces, out_dir: Path) -> d
     default = e.sampler
     result["sampler"] = default
     latent = vae.card["latent_dim"]
+    # the default sampler is always measured; other samplers and the reconstructions only on
+    # request (evaluate.fid_extra): each set costs one pass of the Inception network
+    extra = list(e.get("fid_extra") or [])
+    measured = [default, *(s for s in samplers if s in extra and s != default)]
     samples = {
-        name: sample_faces(vae.decoder, n, latent, 1.0, e.seed, mixture=m)
-        for name, m in samplers.items()
+        name: sample_faces(vae.decoder, n, latent, 1.0, e.seed, mixture=samplers[name])
+        for name in measured
     }
     reason = metrics.fid_unavailable_reason() if e.fid else "disabled (evaluate.fid=false)"
     if reason is None:
         cache = None if e.cache_dir is None else Path(hydra.utils.to_absolute_path(e.cache_dir))
-        # one Inception pass per set of faces: each sampler's samples are compared with the test
-        # faces (reported) and with the validation faces (val_*: what model selection ranks by)
-        refs = {"test": metrics.cached_inception_features(test.images, cache, "FID: test faces")}
+        # real faces' features are cached; each generated set is compared with the test faces
+        # (reported) and with the validation faces (val_*: what model selection ranks by)
+        refs = {
+            "test": metrics.Reference(
+                metrics.cached_inception_features(test.images, cache, "FID: test faces")
+            )
+        }
         val = faces.subset("val")
         if len(val.images) >= 2:
-            refs["val"] = metrics.cached_inception_features(val.images, cache, "FID: val faces")
+            refs["val"] = metrics.Reference(
+                metrics.cached_inception_features(val.images, cache, "FID: val faces")
+            )
         for name, faces_s in samples.items():
             fake = metrics.inception_features(to_uint8(faces_s), desc=f"FID: {name} samples")
             for split, real in refs.items():
                 prefix = "" if split == "test" else "val_"
-                result[f"{prefix}fid_{name}"] = metrics.fid_from_features(fake, real)
-                result[f"{prefix}kid_{name}"], result[f"{prefix}kid_std_{name}"] = (
-                    metrics.kid_from_features(
-                        fake, real, e.kid_subsets, min(e.kid_subset_size, n, len(real))
-                    )
+                result[f"{prefix}fid_{name}"] = real.fid(fake)
+                result[f"{prefix}kid_{name}"], result[f"{prefix}kid_std_{name}"] = real.kid(
+                    fake, e.kid_subsets, min(e.kid_subset_size, n, len(real))
                 )
         # the default sampler's figures under the plain names; `sampler` says which one it was
         for prefix in ("", "val_") if "val" in refs else ("",):
             for stat in ("fid", "kid", "kid_std"):
                 result[f"{prefix}{stat}"] = result[f"{prefix}{stat}_{default}"]
-        # reconstructions vs test faces: how close the decoder comes to the faces it is given
-        rec = metrics.inception_features(to_uint8(recon), desc="FID: reconstructions")
-        result["fid_reconstructions"] = metrics.fid_from_features(rec, refs["test"])
+        if "reconstructions" in extra:
+            # reconstructions vs test faces: how close the decoder comes to the faces it is given
+            rec = metrics.inception_features(to_uint8(recon), desc="FID: reconstructions")
+            result["fid_reconstructions"] = refs["test"].fid(rec)
         result["fid_samples"], result["fid_real"] = n, len(refs["test"])
         result["fid_network"], result["fid_resize"] = metrics.FID_NETWORK, metrics.FID_RESIZE
     else:

@@ -17,7 +17,10 @@ from pipeline.evaluation import evaluate, log_to_mlflow
 
 
 def test_evaluate_writes_every_metric_and_picture(trained_tiny: dict, tmp_path: Path) -> None:
-    cfg = OmegaConf.merge(trained_tiny["cfg"], {"evaluate": {"sampler": "gmm"}})
+    cfg = OmegaConf.merge(
+        trained_tiny["cfg"],
+        {"evaluate": {"sampler": "gmm", "fid_extra": ["prior", "reconstructions"]}},
+    )
     vae = load_local(trained_tiny["root"] / "models")
     result = evaluate(cfg, vae, load_faces(trained_tiny["prepared"]), tmp_path / "eval")
     for key in (
@@ -108,6 +111,7 @@ def test_a_model_without_its_sampler_stops_unless_the_prior_is_asked_for(
         ("importance_samples", 0, "importance_samples=0 must be a positive integer"),
         ("temperatures", [1.0, -0.5], "each must be > 0"),
         ("sampler", "bogus", "sampler='bogus' is unknown"),
+        ("fid_extra", ["prior", "vamp"], r"\['vamp'\] unknown; choose from prior, gmm, rec"),
     ],
 )
 def test_bad_evaluate_values_are_one_clear_error(
@@ -130,3 +134,37 @@ def test_bad_sampler_name_is_one_clear_error(trained_tiny: dict, tmp_path: Path)
     with pytest.raises(PipelineError, match="sampler='vamp' is unknown"):
         evaluate(cfg, vae, load_faces(trained_tiny["prepared"]), tmp_path / "e")
     assert not (tmp_path / "e").exists()
+
+
+def test_by_default_only_the_default_sampler_costs_an_inception_pass(
+    trained_tiny: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real faces' features come from the cache; each generated set is one pass of the network,
+    the cost of an evaluation, so the prior and the reconstructions are measured only on request."""
+    if metrics.fid_unavailable_reason() is not None:
+        pytest.skip("needs the [fid] extra")
+    passes: list[str] = []
+    real = metrics.inception_features
+
+    def counting(images, batch_size=50, desc=""):
+        passes.append(desc)
+        return real(images, batch_size, desc)
+
+    monkeypatch.setattr(metrics, "inception_features", counting)
+    cfg = OmegaConf.merge(
+        trained_tiny["cfg"], {"evaluate": {"sampler": "gmm", "cache_dir": str(tmp_path / "c")}}
+    )
+    vae, faces = load_local(trained_tiny["root"] / "models"), load_faces(trained_tiny["prepared"])
+    evaluate(cfg, vae, faces, tmp_path / "a")
+    assert passes == ["FID: test faces", "FID: val faces", "FID: gmm samples"]
+    passes.clear()
+    result = evaluate(cfg, vae, faces, tmp_path / "b")
+    assert passes == ["FID: gmm samples"]  # the real faces' features came from the cache
+    assert result["fid"] == result["fid_gmm"] and "fid_prior" not in result
+    assert "fid_reconstructions" not in result
+    # asking for the mixture beside a prior default measures both, each under its own name
+    both = OmegaConf.merge(cfg, {"evaluate": {"sampler": "prior", "fid_extra": ["gmm"]}})
+    passes.clear()
+    result = evaluate(both, vae, faces, tmp_path / "c2")
+    assert passes == ["FID: prior samples", "FID: gmm samples"]
+    assert result["fid"] == result["fid_prior"] != result["fid_gmm"]

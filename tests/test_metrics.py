@@ -139,3 +139,37 @@ def test_frechet_distance_agrees_with_the_matrix_square_root_of_the_product() ->
     assert metrics.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-6)
     # symmetric in its two arguments, as a distance is
     assert metrics.frechet_distance(mu2, s2, mu1, s1) == pytest.approx(expected, rel=1e-6)
+
+
+def _kid_per_subset(a, b, subsets, m, seed=0):
+    """KID as Bińkowski et al. write it: the kernels of each pair of random subsets on their own."""
+    rng = np.random.default_rng(seed)
+    d, values = a.shape[1], []
+    for _ in range(subsets):
+        x, y = a[rng.choice(len(a), m, replace=False)], b[rng.choice(len(b), m, replace=False)]
+        kxx, kyy, kxy = ((x @ x.T / d + 1) ** 3, (y @ y.T / d + 1) ** 3, (x @ y.T / d + 1) ** 3)
+        values.append(
+            (kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * kxy.mean()
+        )
+    return float(np.mean(values)), float(np.std(values))
+
+
+def test_kid_from_whole_kernels_equals_kid_per_subset() -> None:
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((90, 8)), rng.standard_normal((70, 8)) * 1.3 + 0.2
+    expected = _kid_per_subset(a, b, subsets=7, m=40)
+    assert metrics.kid_from_features(a, b, subsets=7, subset_size=40) == pytest.approx(expected)
+    assert expected[0] > 0.01  # two different distributions: the comparison is not of zeros
+
+
+def test_a_reference_set_gives_the_same_fid_and_kid_as_the_plain_functions() -> None:
+    rng = np.random.default_rng(4)
+    real = rng.standard_normal((120, 16)) @ rng.standard_normal((16, 16))
+    ref = metrics.Reference(real)
+    for shift in (0.0, 0.5):
+        fake = rng.standard_normal((100, 16)) @ rng.standard_normal((16, 16)) + shift
+        assert ref.fid(fake) == pytest.approx(metrics.fid_from_features(fake, real), rel=1e-9)
+        assert ref.kid(fake, subsets=5, subset_size=60) == pytest.approx(
+            metrics.kid_from_features(fake, real, subsets=5, subset_size=60)
+        )
+    assert len(ref) == 120
