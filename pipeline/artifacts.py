@@ -42,17 +42,21 @@ def save_vae(
     return encoder, decoder
 
 
-def log_networks(
-    encoder: keras.Model, decoder: keras.Model, x: np.ndarray, register_as: str | None
-) -> None:
+def log_networks(encoder: keras.Model, decoder: keras.Model, x: np.ndarray) -> None:
     """Both networks into the active MLflow run as Keras models with signatures (inferred from
-    the sample images x); `register_as` also registers the decoder under that name."""
+    the sample images x). Pip requirements are given, so logging starts no dependency inference."""
     from mlflow.models import infer_signature
 
+    from pipeline.generator import requirements
+
+    pip = requirements(keras)
     z = np.zeros((len(x), int(decoder.inputs[0].shape[-1])), np.float32)
     tracking.with_retries(
         lambda: mlflow.keras.log_model(
-            encoder, name="encoder", signature=infer_signature(x, encoder.predict(x, verbose=0))
+            encoder,
+            name="encoder",
+            signature=infer_signature(x, encoder.predict(x, verbose=0)),
+            pip_requirements=pip,
         ),
         "log encoder",
     )
@@ -61,7 +65,7 @@ def log_networks(
             decoder,
             name="decoder",
             signature=infer_signature(z, decoder.predict(z, verbose=0)),
-            registered_model_name=register_as or None,
+            pip_requirements=pip,
         ),
         "log decoder",
     )

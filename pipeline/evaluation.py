@@ -21,7 +21,7 @@ import mlflow
 import numpy as np
 from omegaconf import DictConfig
 
-from pipeline import metrics, sampler, tracking
+from pipeline import generator, metrics, sampler, tracking
 from pipeline.artifacts import TrainedVAE
 from pipeline.atomic import atomic_dir, atomic_path, write_text_atomic
 from pipeline.dataset import Faces, to_float
@@ -296,14 +296,21 @@ def log_to_mlflow(run_id: str, result: dict, out_dir: Path) -> None:
         for k, v in result.items()
         if isinstance(v, int | float) and not isinstance(v, bool)
     }
-    with tracking.with_retries(lambda: mlflow.start_run(run_id=run_id), "reopen run"):
-        tracking.with_retries(lambda: mlflow.log_metrics(numbers), "test metrics")
-        # which sampler `test_fid` / `val_fid` come from, beside the per-sampler figures
-        mlflow.set_tag("eval.sampler", result["sampler"])
-        for key in ("fid_network", "fid_resize", "fid_skipped", "attribute_edits"):
-            if key in result:
-                mlflow.set_tag(f"eval.{key}", str(result[key])[:5000])
-        mlflow.log_artifacts(str(out_dir), "evaluation")
+    # written into the run without reopening it: its status, end time and duration stay those
+    # of the training; the figures are also linked to the run's logged generator (MLflow 3)
+    client = mlflow.MlflowClient()
+    model_id = generator.logged_model_id(run_id)
+    tracking.with_retries(
+        lambda: mlflow.log_metrics(numbers, run_id=run_id, model_id=model_id), "test metrics"
+    )
+    # which sampler `test_fid` / `val_fid` come from, beside the per-sampler figures
+    client.set_tag(run_id, "eval.sampler", result["sampler"])
+    for key in ("fid_network", "fid_resize", "fid_skipped", "attribute_edits"):
+        if key in result:
+            client.set_tag(run_id, f"eval.{key}", str(result[key])[:5000])
+    tracking.with_retries(
+        lambda: client.log_artifacts(run_id, str(out_dir), "evaluation"), "evaluation pictures"
+    )
 
 
 def evaluate_into_run(
@@ -314,6 +321,10 @@ def evaluate_into_run(
     with tempfile.TemporaryDirectory(prefix="evaluation-") as tmp:
         result = evaluate(cfg, vae, faces, Path(tmp))
         log_to_mlflow(vae.card["run_id"], result, Path(tmp))
+        if cfg.tracking.register_model:  # the best validation FID holds models:/<name>@champion
+            generator.promote(
+                cfg.tracking.register_model, vae.card["run_id"], result.get("val_fid")
+            )
         if keep is not None:
             with atomic_dir(keep) as staging:
                 shutil.copytree(tmp, staging, dirs_exist_ok=True)

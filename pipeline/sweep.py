@@ -43,13 +43,22 @@ class SweepRuns(Callback):
         sweep_dir, name = _sweep(config)
         parent = tracking.sweep_parent(experiment_id, sweep_dir, name)
         cfg = OmegaConf.merge(config, {"compare": {"sweep": name}})
+        client = mlflow.MlflowClient()
+        try:
+            self.log_comparison(cfg, client, parent, name)
+        finally:  # the parent's duration is the sweep's: it ends when its last job has
+            tracking.with_retries(lambda: client.set_terminated(parent), "end sweep")
+
+    @staticmethod
+    def log_comparison(
+        cfg: DictConfig, client: mlflow.MlflowClient, parent: str, name: str
+    ) -> None:
         with tempfile.TemporaryDirectory(prefix="comparison-") as tmp:
             try:
                 table, _, plot = write_comparison(cfg, Path(tmp))
             except PipelineError as err:  # e.g. every job failed: nothing to compare
                 log.warning("sweep %s: no comparison logged (%s)", name, err)
                 return
-            client = mlflow.MlflowClient()
             tracking.with_retries(
                 lambda: client.log_artifacts(parent, tmp, "comparison"), "comparison"
             )

@@ -159,7 +159,7 @@ def sweep_parent(experiment_id: str, sweep_dir: Path, name: str) -> str:
     client = MlflowClient()
     tags = {"sweep": name, "sweep_dir": str(sweep_dir), "sweep_parent": "true"}
     run = with_retries(lambda: client.create_run(experiment_id, run_name=name, tags=tags), "parent")
-    client.set_terminated(run.info.run_id)  # a grouping node, not a job: it has nothing to wait for
+    # RUNNING while its jobs run: the sweep callback ends it after the last one (pipeline/sweep.py)
     with os.fdopen(fd, "w") as fh:
         fh.write(run.info.run_id)
     return run.info.run_id

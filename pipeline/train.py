@@ -28,7 +28,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import artifacts, sampler, tracking
+from pipeline import artifacts, generator, sampler, tracking
 from pipeline.artifacts import load_local
 from pipeline.atomic import write_text_atomic
 from pipeline.callbacks import METRICS, EpochEnd
@@ -152,7 +152,10 @@ def train(
         with tracking.with_retries(lambda: mlflow.start_run(**run_kwargs), "start run") as run:
             if not ckpt.run_id:
                 ckpt.run_id = run.info.run_id
-                mlflow.log_params(tracking.params(cfg, ("data", "model", "train", "sampler")))
+                mlflow.log_params(tracking.params(cfg, ("model", "train", "sampler")))
+                # the data as read, not the composed data.* config (which need not be what
+                # produced the prepared file: a subset, another source, an older prepare)
+                mlflow.log_params(data_params(faces))
                 mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
                 mlflow.log_param("data.version", data_version)
                 tracking.log_dataset(train_faces.images, data_version, data_source, "training")
@@ -199,6 +202,19 @@ def train(
                     vae.optimizer.finalize_variable_values(vae.trainable_variables)
             finish(cfg, vae, train_faces, val_faces, ckpt.history, models_dir, reports_dir)
         return TrainResult(ckpt.run_id, ckpt.history, models_dir, resumed_from)
+
+
+def data_params(faces: Faces) -> dict[str, Any]:
+    """What the prepared file holds: counts per split, people, image size, attribute columns."""
+    params: dict[str, Any] = {
+        "data.images": len(faces.images),
+        "data.people": len(set(faces.person.tolist())),
+        "data.image_size": faces.image_size,
+        "data.attributes": len(faces.attribute_names),
+    }
+    for split in ("train", "val", "test"):
+        params[f"data.{split}_images"] = int((faces.split == split).sum())
+    return params
 
 
 def run_finished(run_id: str | None) -> bool:
@@ -252,9 +268,15 @@ def finish(
     mlflow.log_metrics({f"sampler_val_loglik_k{k}": v for k, v in scores.items()})
     mlflow.log_param("sampler.chosen_components", len(mixture.weights))
 
-    artifacts.log_networks(
-        encoder, decoder, to_float(shown.images[:2]), cfg.tracking.register_model
+    artifacts.log_networks(encoder, decoder, to_float(shown.images[:2]))
+    # the product: decoder + sampler as one model, registered; `champion` until one beats it
+    register_as = cfg.tracking.register_model
+    tracking.with_retries(
+        lambda: generator.log_generator(models_dir, int(card["image_size"]), register_as),
+        "log generator",
     )
+    if register_as:
+        generator.promote(register_as, mlflow.active_run().info.run_id, None)
     final = {k: history[-1][k] for k in METRICS if k in history[-1]}
     if reports_dir is not None:
         write_text_atomic(

@@ -77,6 +77,9 @@ def check_sweep(proc: subprocess.CompletedProcess, tmp_path: Path, uri: str) -> 
     # each job's models in its own folder of the sweep
     for job in ("0", "1"):
         assert (tmp_path / "sweep" / job / "models" / "decoder.keras").is_file()
+    # the parent ends when its last job has: its duration is the sweep's
+    assert parent.info.status == "FINISHED"
+    assert parent.info.end_time >= max(r.info.end_time for r in children)
     # the parent run got the comparison of its jobs
     names = {a.path for a in client.list_artifacts(parent.info.run_id, "comparison")}
     assert "comparison/runs.csv" in names and any(n.endswith(".png") for n in names)

@@ -15,6 +15,7 @@ from pipeline import train as train_module
 from pipeline.callbacks import TrainingDiverged
 from pipeline.checkpoint import Checkpoint
 from pipeline.checksums import file_sha256
+from pipeline.dataset import load_faces
 from pipeline.errors import PipelineError
 from tests.conftest import run_training
 
@@ -75,6 +76,11 @@ def test_a_run_logs_params_epochs_pictures_and_a_loadable_model(
     # the config's own name and the builder it uses, both as they were composed
     assert run.data.params["model.arch"] == "conv" and run.data.tags["model"] == cfg.model.name
     assert run.data.params["train.jit_compile"] == "False"  # `auto` resolved for this CPU
+    # data params describe the file that was read, not the composed download/prepare config
+    faces = load_faces(tiny_prepared)
+    assert run.data.params["data.train_images"] == str(int((faces.split == "train").sum()))
+    assert run.data.params["data.images"] == str(len(faces.images))
+    assert not any(k.startswith("data.download.") for k in run.data.params)
     (dataset,) = [d.dataset for d in run.inputs.dataset_inputs]
     assert dataset.digest == file_sha256(tiny_prepared)[:16] and dataset.name == "faces.npz"
     decoder = mlflow.keras.load_model(f"runs:/{result.run_id}/decoder")
