@@ -138,6 +138,16 @@ def validate_evaluate_config(e: DictConfig) -> None:
         raise PipelineError(f"evaluate.temperatures={list(e.temperatures)}: each must be > 0")
 
 
+def evaluate_after_training(cfg: DictConfig, in_sweep: bool) -> bool:
+    """`evaluate.after_training`: auto = in sweeps (DVC runs its own evaluate stage), or true/false."""
+    when = cfg.evaluate.get("after_training", "auto")
+    if when not in ("auto", True, False):
+        raise PipelineError(
+            f"evaluate.after_training={when!r} is invalid: it must be auto, true or false"
+        )
+    return in_sweep if when == "auto" else bool(when)
+
+
 def evaluate(cfg: DictConfig, vae: TrainedVAE, faces: Faces, out_dir: Path) -> dict:
     """Compute every metric and picture; returns the metrics dict (also written to out_dir)."""
     e = cfg.evaluate

@@ -5,18 +5,28 @@ other machines (Ray workers) attach to it through the tracking store (`tracking.
 When every job has returned, the parent gets the comparison of its jobs: `comparison/runs.csv`
 (params and held-out metrics, best first) and the `compare.y` vs `compare.x` plot.
 
-Configured once in conf/config.yaml (`hydra.callbacks.sweep`); single runs never call these.
+Each job that trained is evaluated here too, after its task has returned (`on_job_end`, in the
+job's own process, on whichever machine ran it), so a sweep's runs compare on held-out quality
+while the training code never imports the evaluation: DVC's `train` stage does not depend on it.
+`evaluate.after_training` (auto = sweep jobs only) says when; its config is checked before any
+job starts.
+
+Configured once in conf/config.yaml (`hydra.callbacks.sweep`).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import hydra
 import mlflow
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import tracking
@@ -31,8 +41,57 @@ def _sweep(config: DictConfig) -> tuple[Path, str]:
     return sweep_dir, sweep_dir.name
 
 
+def _evaluates(config: DictConfig) -> bool:
+    from pipeline.evaluation import evaluate_after_training, validate_evaluate_config
+
+    in_sweep = config.hydra.mode == RunMode.MULTIRUN
+    if config.hydra.job.name != "train" or not evaluate_after_training(config, in_sweep):
+        return False
+    validate_evaluate_config(config.evaluate)
+    return True
+
+
+def _stop(err: PipelineError) -> None:
+    """As a stage's main does (errors.exit_on_pipeline_error): one line, exit status 1."""
+    log.error("%s", err)
+    print(f"error: {err}", file=sys.stderr)
+    raise SystemExit(1) from None
+
+
 class SweepRuns(Callback):
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:  # a bad evaluate.* value stops the job before it trains, not after
+            _evaluates(config)
+        except PipelineError as err:
+            _stop(err)
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        from pipeline.artifacts import load_local
+        from pipeline.dataset import load_faces
+        from pipeline.evaluation import evaluate_into_run
+
+        if job_return.status != JobStatus.COMPLETED or not _evaluates(config):
+            return
+        try:
+            if config.hydra.mode == RunMode.MULTIRUN:  # where pipeline.train put this job's models
+                root = Path(config.hydra.runtime.output_dir)
+                models, reports = root / "models", root / "reports"
+            else:
+                models = Path(hydra.utils.to_absolute_path(config.paths.models))
+                reports = Path(hydra.utils.to_absolute_path(config.paths.reports))
+            tracking.setup(config.tracking)
+            faces = load_faces(
+                Path(hydra.utils.to_absolute_path(config.paths.prepared)) / "faces.npz"
+            )
+            evaluate_into_run(config, load_local(models), faces, reports / "evaluation")
+        except PipelineError as err:
+            _stop(err)
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            _evaluates(config)
+        except PipelineError as err:
+            _stop(err)
         experiment_id = tracking.setup(config.tracking)
         sweep_dir, name = _sweep(config)
         parent = tracking.sweep_parent(experiment_id, sweep_dir, name)

@@ -51,6 +51,21 @@ def with_retries(fn: Callable[[], T], what: str, tries: int = 8) -> T:
 
 
 @contextlib.contextmanager
+def active_run(**kwargs: Any) -> Iterator[mlflow.ActiveRun]:
+    """`mlflow.start_run(**kwargs)` as a context, FINISHED or FAILED as MLflow's own, with the
+    start and the end retried: under load another writer can hold the SQLite store longer than
+    MLflow waits, and a failed `end_run` would leave the run RUNNING for good."""
+    run = with_retries(lambda: mlflow.start_run(**kwargs), "start run")
+    status = "FAILED"
+    try:
+        yield run
+        status = "FINISHED"
+    finally:
+        if mlflow.active_run() and mlflow.active_run().info.run_id == run.info.run_id:
+            with_retries(lambda: mlflow.end_run(status), "end run")
+
+
+@contextlib.contextmanager
 def store_lock(uri: str) -> Iterator[None]:
     """An exclusive lock beside a SQLite store: MLflow creates and migrates its schema on first use,
     and several sweep jobs starting at once would otherwise race in that migration."""

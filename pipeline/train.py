@@ -15,7 +15,9 @@ import io
 import json
 import logging
 import math
+import platform
 import signal
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,6 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import artifacts, generator, sampler, tracking
-from pipeline.artifacts import load_local
 from pipeline.atomic import write_text_atomic
 from pipeline.callbacks import METRICS, EpochEnd
 from pipeline.card import model_card
@@ -49,7 +50,6 @@ from pipeline.device import (
     set_numerics,
 )
 from pipeline.errors import PipelineError, exit_on_pipeline_error
-from pipeline.evaluation import evaluate_into_run, validate_evaluate_config
 from pipeline.model import VAE, compiled_vae
 from pipeline.schema import validate_train_config
 
@@ -130,7 +130,11 @@ def train(
             "backend": keras.backend.backend(),
             "model": cfg.model.name,
             "fingerprint": ckpt_dir.name,
+            "host": platform.node(),
         }
+        node = ray_node()
+        if node:  # a sweep job on Ray: which node of the cluster ran it
+            tags["ray_node"] = node
         if sweep:
             tags["sweep"] = sweep[1]
         run_kwargs: dict[str, Any] = (
@@ -149,7 +153,7 @@ def train(
             .standard_normal((64, cfg.model.latent_dim))
             .astype("float32")
         )
-        with tracking.with_retries(lambda: mlflow.start_run(**run_kwargs), "start run") as run:
+        with tracking.active_run(**run_kwargs) as run:
             if not ckpt.run_id:
                 ckpt.run_id = run.info.run_id
                 mlflow.log_params(tracking.params(cfg, ("model", "train", "sampler")))
@@ -215,6 +219,14 @@ def data_params(faces: Faces) -> dict[str, Any]:
     for split in ("train", "val", "test"):
         params[f"data.{split}_images"] = int((faces.split == split).sum())
     return params
+
+
+def ray_node() -> str | None:
+    """The Ray node id when this process is a Ray worker (a sweep job on Ray), else None."""
+    ray = sys.modules.get("ray")  # never imported here: only a Ray worker has it loaded
+    if ray is None or not ray.is_initialized():
+        return None
+    return ray.get_runtime_context().get_node_id()
 
 
 def run_finished(run_id: str | None) -> bool:
@@ -287,16 +299,6 @@ def finish(
     mlflow.log_dict({"epochs": len(history), **final}, "final_metrics.json")
 
 
-def evaluate_after_training(cfg: DictConfig, in_sweep: bool) -> bool:
-    """`evaluate.after_training`: auto = in sweeps (DVC runs its own evaluate stage), or true/false."""
-    when = cfg.evaluate.get("after_training", "auto")
-    if when not in ("auto", True, False):
-        raise PipelineError(
-            f"evaluate.after_training={when!r} is invalid: it must be auto, true or false"
-        )
-    return in_sweep if when == "auto" else bool(when)
-
-
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @exit_on_pipeline_error
 def main(cfg: DictConfig) -> dict:
@@ -316,10 +318,6 @@ def main(cfg: DictConfig) -> dict:
             Path(hc.runtime.output_dir) / "reports",
         )
         sweep = (Path(hc.sweep.dir), Path(hc.sweep.dir).name)
-    # checked before training, so a bad value never costs a training
-    evaluate_after = evaluate_after_training(cfg, sweep is not None)
-    if evaluate_after:
-        validate_evaluate_config(cfg.evaluate)
     try:
         result = train(
             cfg,
@@ -331,9 +329,6 @@ def main(cfg: DictConfig) -> dict:
             sweep,
             str(path),
         )
-        if evaluate_after:
-            # a sweep's runs compare on held-out quality only if each job evaluates itself
-            evaluate_into_run(cfg, load_local(result.models_dir), faces, reports_dir / "evaluation")
     except Terminated as stop:
         log.warning("%s; the last checkpoint is whole: rerun the same command to resume", stop)
         raise SystemExit(128 + signal.SIGTERM) from None

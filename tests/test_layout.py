@@ -54,6 +54,12 @@ def test_the_closure_follows_imports_transitively() -> None:
     assert "pipeline.prepare" not in closure
 
 
+def test_training_does_not_import_the_evaluation() -> None:
+    """Sweep jobs are evaluated by the sweep callback, so a change to FID code retrains nothing."""
+    closure = imports_closure("pipeline.train")
+    assert not {"pipeline.evaluation", "pipeline.metrics"} & closure
+
+
 @pytest.mark.parametrize("stage", DVC_STAGES)
 def test_each_dvc_stage_depends_on_every_module_it_imports(stage: str) -> None:
     deps = set(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]["deps"])

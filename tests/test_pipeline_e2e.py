@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import mlflow
@@ -115,3 +116,43 @@ def test_dvc_repro_runs_the_pipeline_and_exp_run_sets_params(
     assert stages_run(exp.stdout) == ["train", "evaluate"], exp.stdout
     assert yaml.safe_load((project / "params.yaml").read_text())["model"]["beta"] == 2
     assert float(mlflow_runs(project)[-1].data.params["model.beta"]) == 2.0  # typed: "2.0"
+
+    # the queue: two experiments queued, run by `dvc queue start`, read back from `dvc exp show`
+    for beta in ("0.25", "4"):
+        run(["dvc", "exp", "run", "--queue", "-S", f"model.beta={beta}"], project)
+    run(["dvc", "queue", "start", "-j", "1"], project)
+    deadline = time.time() + 1200
+    while True:
+        status = run(["dvc", "queue", "status"], project).stdout
+        if not any(word in status for word in ("Queued", "Running")):
+            break
+        assert time.time() < deadline, status
+        time.sleep(3)
+    assert status.count("Success") >= 2, status
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
+    finished = {
+        str(params["model"]["beta"]): metrics
+        for params, metrics in experiment_records(shown)
+        if metrics is not None
+    }
+    assert {"0.25", "4"} <= set(finished), finished.keys()
+    for beta in ("0.25", "4"):  # each evaluated: held-out metrics in DVC's record
+        assert finished[beta]["test_images"] > 0 and np.isfinite(finished[beta]["mse"])
+    run(["dvc", "queue", "stop"], project, check=False)
+
+
+def experiment_records(node) -> list[tuple[dict, dict | None]]:
+    """(params.yaml, reports/metrics.json) of every revision in `dvc exp show --json`'s tree."""
+    found = []
+    if isinstance(node, dict):
+        data = node.get("data") or {}
+        params = (data.get("params") or {}).get("params.yaml", {}).get("data")
+        if params:
+            metrics = (data.get("metrics") or {}).get("reports/metrics.json", {}).get("data")
+            found.append((params, metrics))
+        for value in node.values():
+            found += experiment_records(value)
+    elif isinstance(node, list):
+        for item in node:
+            found += experiment_records(item)
+    return found

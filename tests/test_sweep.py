@@ -24,7 +24,9 @@ from tests.test_train import cli
 pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="the [ray] extra is not installed")
 
 
-def ray_sweep(tmp_path: Path, tracking_args: list[str]) -> subprocess.CompletedProcess:
+def ray_sweep(
+    tmp_path: Path, tracking_args: list[str], address: str | None = None
+) -> subprocess.CompletedProcess:
     from tests.lfw_fixtures import write_tiny_prepared
 
     write_tiny_prepared(tmp_path / "prepared" / "faces.npz")
@@ -45,8 +47,12 @@ def ray_sweep(tmp_path: Path, tracking_args: list[str]) -> subprocess.CompletedP
         "evaluate.importance_samples=2",
         "evaluate.attributes=[Top]",
     ]
-    # a local Ray instance of its own, whatever cluster this machine may belong to
+    # a local Ray instance of its own, whatever cluster this machine may belong to, or the
+    # cluster at `address` (the plugin's own 75 MB object store would be refused there)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    if address:
+        args = [a for a in args if "object_store_memory" not in a]
+        args.append(f"hydra.launcher.ray.init.address={address}")
     return cli(args, tmp_path, env)
 
 
@@ -103,8 +109,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_ray_sweep_against_a_tracking_server(tmp_path: Path) -> None:
-    """The multi-machine setup on one machine: runs and artifacts go through `mlflow server`."""
+CLUSTER = """
+import sys
+from ray.cluster_utils import Cluster
+
+node = {"num_cpus": 1, "object_store_memory": 78643200, "include_dashboard": False}
+cluster = Cluster(initialize_head=True, head_node_args=node)
+cluster.add_node(**node)
+cluster.wait_for_nodes()
+print(cluster.address, flush=True)
+sys.stdin.read()  # until the test closes it
+cluster.shutdown()
+"""
+
+
+def test_ray_sweep_across_two_nodes_against_a_tracking_server(tmp_path: Path) -> None:
+    """The README's cluster recipe on one machine: a Ray head and a second Ray node (separate
+    raylet processes, one CPU each), the jobs sent there, runs and artifacts through a real
+    `mlflow server`."""
     port = free_port()
     server = subprocess.Popen(
         [
@@ -137,8 +159,28 @@ def test_ray_sweep_against_a_tracking_server(tmp_path: Path) -> None:
                 time.sleep(0.5)
         else:
             pytest.fail("mlflow server did not start within 60 s")
-        proc = ray_sweep(tmp_path, [f"tracking.tracking_uri={uri}"])
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        cluster = subprocess.Popen(
+            [sys.executable, "-c", CLUSTER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        try:
+            address = cluster.stdout.readline().strip()
+            assert address, "the Ray cluster did not start"
+            proc = ray_sweep(tmp_path, [f"tracking.tracking_uri={uri}"], address)
+        finally:
+            cluster.stdin.close()
+            cluster.wait(timeout=120)
         check_sweep(proc, tmp_path, uri)
+        # one CPU per node and one per job: the two jobs ran on the two nodes
+        runs = MlflowClient().search_runs(
+            [MlflowClient().get_experiment_by_name("lfw-vae").experiment_id],
+            "tags.ray_node != ''",
+        )
+        assert len({r.data.tags["ray_node"] for r in runs}) == 2
         # the artifacts went through the server, not to a local folder of the jobs
         assert any((tmp_path / "server" / "artifacts").rglob("runs.csv"))
     finally:

@@ -90,3 +90,33 @@ def test_image_keys_and_steps_read_back_through_the_client(tmp_path: Path) -> No
         "samples": [1, 2, 3],
         "val/reconstructions": [7],
     }
+
+
+def test_a_run_ends_even_when_the_store_is_locked_at_that_moment(tmp_path: Path) -> None:
+    """The end of a run is retried: a store locked longer than MLflow waits (another sweep job's
+    write on a busy machine) must not leave the run RUNNING for good, nor fail the training."""
+    from mlflow.exceptions import MlflowException
+
+    cfg = store_cfg(tmp_path)
+    experiment = tracking.setup(cfg.tracking)
+    real_end, calls = mlflow.end_run, []
+
+    def locked_once(status: str = "FINISHED") -> None:
+        calls.append(status)
+        if len(calls) == 1:  # what SQLAlchemy raises through MLflow when the wait runs out
+            raise MlflowException("(sqlite3.OperationalError) database is locked")
+        real_end(status)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(mlflow, "end_run", locked_once)
+        with tracking.active_run(experiment_id=experiment) as run:
+            mlflow.log_metric("m", 1.0)
+    assert calls == ["FINISHED", "FINISHED"]
+    assert mlflow.MlflowClient().get_run(run.info.run_id).info.status == "FINISHED"
+    with (
+        pytest.raises(ValueError, match="boom"),
+        tracking.active_run(experiment_id=experiment) as failed,
+    ):
+        raise ValueError("boom")
+    assert mlflow.MlflowClient().get_run(failed.info.run_id).info.status == "FAILED"
+    assert mlflow.active_run() is None
