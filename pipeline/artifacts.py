@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,6 +103,11 @@ def load_keras_model(path: str | Path, what: str) -> keras.Model:
     if not path.exists():
         raise PipelineError(
             f"{what} {path} does not exist: train first (dvc repro train) or give another path"
+        )
+    if path.is_file() and path.suffix == ".keras" and not zipfile.is_zipfile(path):
+        raise PipelineError(
+            f"{path} is not a Keras model file: a .keras file is a zip archive and this one is "
+            f"not ({path.stat().st_size} bytes; truncated or overwritten?): retrain, or copy it again"
         )
     try:
         return keras.models.load_model(path, compile=False, safe_mode=True)

@@ -79,6 +79,11 @@ def parse_attributes(
         seen[key] = lineno
         keys.append(key)
         rows.append(fields[2:])
+    if not keys:
+        raise PrepareError(
+            f"{path}: a header but no data rows (truncated download?): delete it and rerun "
+            "`dvc repro`, or set data.attributes=false to use all images without attributes"
+        )
     if expected_rows and len(keys) != expected_rows:
         raise PrepareError(
             f"{path}: {len(keys)} rows, expected {expected_rows} (truncated download? "

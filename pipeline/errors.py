@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -33,8 +34,20 @@ class PrepareError(PipelineError):
     """A bad image, attributes file or prepare setting."""
 
 
+# file-system failures a user fixes outside the program: what to do about each
+WRITE_ERRORS = {
+    errno.ENOSPC: "free some space and rerun",
+    errno.EDQUOT: "your disk quota is full: free some space and rerun",
+    errno.EFBIG: "the file system refuses files this large: write to another one (paths.*)",
+    errno.EROFS: "the file system is read-only: point paths.* at a writable folder",
+    errno.EACCES: "no permission: check the folder's owner and mode, or point paths.* elsewhere",
+    errno.EIO: "an input/output error: check the disk",
+}
+
+
 def exit_on_pipeline_error(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorate a stage's main: a PipelineError becomes one logged line and exit status 1."""
+    """Decorate a stage's main: a PipelineError, or a file-system write error (WRITE_ERRORS),
+    becomes one logged line and exit status 1."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -45,10 +58,15 @@ def exit_on_pipeline_error(fn: Callable[..., Any]) -> Callable[..., Any]:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(1)
         except OSError as err:
-            if err.errno != errno.ENOSPC:
+            if err.errno not in WRITE_ERRORS:
                 raise
+            what = (
+                "no space left on device"
+                if err.errno == errno.ENOSPC
+                else f"{err.strerror or os.strerror(err.errno)} ({errno.errorcode[err.errno]})"
+            )
             message = (
-                f"no space left on device writing {err.filename or 'a file'}: free some space and rerun; "
+                f"{what} writing {err.filename or 'a file'}: {WRITE_ERRORS[err.errno]}; "
                 "files are written to a temporary name first, so the previous ones are intact"
             )
             log.error("%s", message)

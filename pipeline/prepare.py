@@ -61,6 +61,8 @@ def load_face(path: str, spec: CropSpec) -> np.ndarray | str:
     """Decode one JPEG, cut the margin and resize. Returns the array, or an error string."""
     try:
         data = Path(path).read_bytes()
+        if not data:
+            return f"{path}: is empty (0 bytes): the download was cut short"
         with Image.open(io.BytesIO(data)) as img:
             if img.format != "JPEG":
                 return f"{path}: is {img.format}, not a JPEG"
@@ -73,7 +75,9 @@ def load_face(path: str, spec: CropSpec) -> np.ndarray | str:
             return np.asarray(face, dtype=np.uint8)
     except Image.DecompressionBombError as err:  # a header claiming a giant image
         return f"{path}: refused, claims an enormous image ({err})"
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except UnidentifiedImageError:  # Pillow's message names its in-memory buffer, not the file
+        return f"{path}: not an image file ({len(data)} bytes of something else)"
+    except (OSError, SyntaxError, ValueError) as err:
         return f"{path}: unreadable ({err})"
 
 
@@ -219,6 +223,14 @@ def prepare(cfg: DictConfig, raw_dir: Path, out_dir: Path, reports_dir: Path) ->
     imagenums = np.asarray([k[1] for k in keys], dtype=np.int32)[ok]
     images, scores = images[ok], scores[ok]
     split = person_disjoint_split(persons, dict(p.split), p.split.seed)
+    empty = [s for s in SPLITS if p.split[s] > 0 and not (split == s).any()]
+    if empty:
+        raise PrepareError(
+            f"the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty: "
+            f"{len(images)} faces of {len(set(persons.tolist()))} people cannot fill "
+            f"data.prepare.split={dict(p.split)} person-disjointly; prepare more images "
+            "(check the download and the attributes file) or change the split"
+        )
 
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "faces.npz", suffix=".npz") as tmp:

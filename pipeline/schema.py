@@ -9,6 +9,7 @@ not exist; so conf/ stays plain YAML and the schema is applied when a stage star
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,7 +78,12 @@ def validate_train_config(cfg: DictConfig, image_size: int) -> DictConfig:
     checks = [
         (t.epochs > 0, "train.epochs", t.epochs, "a positive integer"),
         (t.batch_size > 0, "train.batch_size", t.batch_size, "a positive integer"),
-        (t.learning_rate > 0, "train.learning_rate", t.learning_rate, "a number > 0"),
+        (
+            math.isfinite(t.learning_rate) and t.learning_rate > 0,
+            "train.learning_rate",
+            t.learning_rate,
+            "a finite number > 0",
+        ),
         (
             t.lr_schedule in LR_SCHEDULES,
             "train.lr_schedule",

@@ -21,6 +21,7 @@ HEADER = "# comment\n#\tperson\timagenum\tMale\tSmiling\n"
             "Ann Lee\t1\t0.5\t1\nBob\t2\t1\t1\nAnn Lee\t1\t0\t0\n",
             r":5: duplicate row for Ann_Lee #1 \(first at line 3\)",
         ),
+        ("\n", r"a header but no data rows \(truncated download\?\)"),  # header and a blank line
     ],
 )
 def test_malformed_attribute_lines_are_named(tmp_path: Path, body: str, message: str) -> None:

@@ -59,3 +59,22 @@ def test_documented_mlflow_servers_bind_to_localhost() -> None:
         "--host 127.0.0.1" in line or "--host <head private address>" in line for line in commands
     ), commands
     assert not any("0.0.0.0" in line for line in commands), commands
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.learning_rate=inf", "train.learning_rate=inf is invalid: it must be a finite"),
+        ("train.learning_rate=nan", "train.learning_rate=nan is invalid"),
+        ("model.beta=inf", "model.beta=inf must be a finite number"),
+        ("model.beta=nan", "model.beta=nan must be a finite number"),
+        ("train.ema=nan", "train.ema=nan is invalid"),
+    ],
+)
+def test_non_finite_numbers_are_refused_before_any_work(override: str, message: str) -> None:
+    from pipeline.errors import PipelineError
+    from pipeline.schema import validate_train_config
+
+    cfg = compose_config(["model.widths=[8,16]", "model.latent_dim=4", override])
+    with pytest.raises(PipelineError, match=message):
+        validate_train_config(cfg, 16)

@@ -357,6 +357,27 @@ def test_disk_full_is_one_clear_line(capsys) -> None:
     assert "no space left on device writing injected" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        (
+            errno.EFBIG,
+            "File too large (EFBIG) writing data/raw/lfw.tgz.part: the file system refuses",
+        ),
+        (errno.EROFS, "(EROFS) writing data/raw/lfw.tgz.part: the file system is read-only"),
+    ],
+)
+def test_other_write_errors_are_one_clear_line(capsys, code: int, expected: str) -> None:
+    def failing_write() -> None:  # as the download's write into its .part file fails
+        raise OSError(code, os.strerror(code), "data/raw/lfw.tgz.part")
+
+    with pytest.raises(SystemExit) as stop:
+        exit_on_pipeline_error(failing_write)()
+    assert stop.value.code == 1
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err
+
+
 def test_disk_full_writing_a_checkpoint_keeps_the_previous_one(
     tmp_path: Path, tiny_cfg, monkeypatch
 ) -> None:

@@ -123,8 +123,8 @@ def test_parallel_decoding_equals_serial(lfw_source: dict, tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (b"", "unreadable"),
-        (b"<html>not an image</html>", "unreadable"),
+        (b"", r"is empty \(0 bytes\): the download was cut short"),
+        (b"<html>not an image</html>", r"not an image file \(25 bytes of something else\)"),
         ("truncated", "unreadable"),
         ("png", "is PNG, not a JPEG"),
         ("small", "is 100x100, expected 250x250"),
@@ -153,6 +153,7 @@ def test_bad_image_fails_naming_the_file_and_writes_nothing(
     with pytest.raises(PrepareError, match=message) as err:
         run(data_cfg, raw_dir, tmp_path)
     assert victim.name in str(err.value) and "bad_images=skip" in str(err.value)
+    assert "BytesIO" not in str(err.value)  # the file, not Pillow's in-memory buffer
     assert not (tmp_path / "prepared/faces.npz").exists()
     prepared = tmp_path / "prepared"
     assert not prepared.exists() or list(prepared.iterdir()) == []  # no temp file left either
@@ -196,3 +197,20 @@ def test_attribute_row_without_image(
     attrs.write_text(attributes_text([*lfw_source["keys"], ("Nobody_Here", 1)]), encoding="utf-8")
     with pytest.raises(PrepareError, match=r"1 rows have no image .*Nobody_Here #1"):
         run(data_cfg, raw_dir, tmp_path, attributes_file=attrs, expected_attribute_rows="null")
+
+
+def test_a_split_left_empty_is_refused_and_the_previous_file_kept(
+    data_cfg: DictConfig, raw_dir: Path, tmp_path: Path
+) -> None:
+    """Too few people for the split (a subset, most attributes rows missing): one clear error, not
+    a prepared file without training faces that fails an hour later."""
+    run(data_cfg, raw_dir, tmp_path)
+    good = (tmp_path / "prepared/faces.npz").read_bytes()
+    with pytest.raises(PrepareError, match=r"the train split is empty: .*change the split"):
+        run(
+            data_cfg,
+            raw_dir,
+            tmp_path,
+            **{"prepare.split.train": 0.001, "prepare.split.val": 0.5, "prepare.split.test": 0.5},
+        )
+    assert (tmp_path / "prepared/faces.npz").read_bytes() == good
