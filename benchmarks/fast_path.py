@@ -42,7 +42,8 @@ PLAIN = [
 ARMS: dict[str, list[str]] = {
     "plain": PLAIN,
     "defaults": [],
-    "bf16-all": ["train.float32_layers=[]"],  # the fast path before the fix
+    "bf16": ["train.mixed_precision=bfloat16"],  # bfloat16 with μ, log σ² and the output float32
+    "bf16-all": ["train.mixed_precision=bfloat16", "train.float32_layers=[]"],  # before the fix
     "only-bf16-all": [
         "train.mixed_precision=bfloat16",
         "train.float32_layers=[]",
