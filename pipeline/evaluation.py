@@ -133,6 +133,11 @@ def validate_evaluate_config(e: DictConfig) -> None:
         raise PipelineError(
             f"evaluate.fid_extra={extra}: {unknown} unknown; choose from {', '.join(FID_EXTRA)}"
         )
+    sizes = list(e.get("fid_sizes") or [])
+    if any(isinstance(n, bool) or not isinstance(n, int) or n < 2 for n in sizes):
+        raise PipelineError(
+            f"evaluate.fid_sizes={sizes}: each must be an integer >= 2 (or [] for none)"
+        )
     bad = [t for t in e.temperatures if not isinstance(t, int | float) or not 0 < t < math.inf]
     if bad:
         raise PipelineError(f"evaluate.temperatures={list(e.temperatures)}: each must be > 0")
@@ -221,6 +226,12 @@ def evaluate(cfg: DictConfig, vae: TrainedVAE, faces: Faces, out_dir: Path) -> d
                 result[f"{prefix}kid_{name}"], result[f"{prefix}kid_std_{name}"] = real.kid(
                     fake, e.kid_subsets, min(e.kid_subset_size, n, len(real))
                 )
+            sizes = sorted({n for n in e.get("fid_sizes") or [] if n < len(fake)})
+            if name == default and sizes:  # FID's small-sample bias, extrapolated away
+                result["fid_inf"], by_n = metrics.fid_infinity(
+                    fake, refs["test"], [*sizes, len(fake)], e.seed
+                )
+                result |= {f"fid_n{k}": v for k, v in by_n.items()}
         # the default sampler's figures under the plain names; `sampler` says which one it was
         for prefix in ("", "val_") if "val" in refs else ("",):
             for stat in ("fid", "kid", "kid_std"):

@@ -19,7 +19,13 @@ from pipeline.evaluation import evaluate, log_to_mlflow
 def test_evaluate_writes_every_metric_and_picture(trained_tiny: dict, tmp_path: Path) -> None:
     cfg = OmegaConf.merge(
         trained_tiny["cfg"],
-        {"evaluate": {"sampler": "gmm", "fid_extra": ["prior", "reconstructions"]}},
+        {
+            "evaluate": {
+                "sampler": "gmm",
+                "fid_extra": ["prior", "reconstructions"],
+                "fid_sizes": [4, 8, 50],  # 50 > the 12 samples: left out
+            }
+        },
     )
     vae = load_local(trained_tiny["root"] / "models")
     result = evaluate(cfg, vae, load_faces(trained_tiny["prepared"]), tmp_path / "eval")
@@ -53,6 +59,10 @@ def test_evaluate_writes_every_metric_and_picture(trained_tiny: dict, tmp_path: 
         assert result["val_kid"] == result["val_kid_gmm"] and np.isfinite(result["val_fid_prior"])
         assert result["kid"] == result["kid_gmm"] and np.isfinite(result["kid_prior"])
         assert result["fid_reconstructions"] > 0
+        # FID at subsets of the default sampler's faces and its extrapolation to n = ∞
+        assert result["fid_n12"] == pytest.approx(result["fid"])
+        assert {"fid_n4", "fid_n8"} <= set(result) and "fid_n50" not in result
+        assert np.isfinite(result["fid_inf"])
     else:
         assert "fid" not in result and result["fid_skipped"]
     assert json.loads((tmp_path / "eval/metrics.json").read_text()) == result
@@ -110,6 +120,7 @@ def test_a_model_without_its_sampler_stops_unless_the_prior_is_asked_for(
         ("n_samples", -5, "n_samples=-5 must be a positive integer"),
         ("importance_samples", 0, "importance_samples=0 must be a positive integer"),
         ("temperatures", [1.0, -0.5], "each must be > 0"),
+        ("fid_sizes", [500, 1], r"fid_sizes=\[500, 1\]: each must be an integer >= 2"),
         ("sampler", "bogus", "sampler='bogus' is unknown"),
         ("fid_extra", ["prior", "vamp"], r"\['vamp'\] unknown; choose from prior, gmm, rec"),
     ],

@@ -173,3 +173,18 @@ def test_a_reference_set_gives_the_same_fid_and_kid_as_the_plain_functions() -> 
             metrics.kid_from_features(fake, real, subsets=5, subset_size=60)
         )
     assert len(ref) == 120
+
+
+def test_fid_infinity_removes_the_bias_of_small_samples() -> None:
+    """Two identical Gaussians: FID at n is pure small-sample bias (≈ k/n), so the extrapolation
+    to n = ∞ lands near 0 while every finite-n figure is well above it."""
+    rng = np.random.default_rng(5)
+    d = 16
+    real = rng.standard_normal((20000, d))  # the real side adds a bias of its own, kept small
+    fake = rng.standard_normal((2000, d))
+    fid_inf, by_n = metrics.fid_infinity(fake, metrics.Reference(real), [100, 200, 400, 800])
+    assert sorted(by_n) == [100, 200, 400, 800]
+    assert by_n[100] > by_n[800] > 0  # the bias shrinks with n
+    assert abs(fid_inf) < 0.4 * by_n[800] and by_n[100] > 5 * abs(fid_inf)
+    with pytest.raises(ValueError, match="at least two sample sizes"):
+        metrics.fid_infinity(fake, metrics.Reference(real), [5000, 6000])  # both capped at 2000
