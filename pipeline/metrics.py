@@ -12,7 +12,7 @@ import hashlib
 import importlib.util
 import logging
 import math
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -121,7 +121,10 @@ class Reference:
         self.mean = self.features.mean(0)
         self.cov = np.cov(self.features, rowvar=False)
         self.root = matrix_sqrt(self.cov)
-        self.kernel = _cubic_kernel(self.features, self.features)
+
+    @cached_property
+    def kernel(self) -> np.ndarray:  # n×n: computed only when KID asks for it
+        return _cubic_kernel(self.features, self.features)
 
     def __len__(self) -> int:
         return len(self.features)
