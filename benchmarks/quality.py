@@ -92,6 +92,8 @@ def measure(arm: str, epochs: int | None, out: Path, extra: list[str]) -> dict:
         f"tracking.artifact_location={out.resolve() / 'artifacts'}",
         f"hydra.run.dir={folder / 'hydra'}",
         "evaluate.sampler=gmm",
+        # every sampler and the reconstructions, as the results table shows them (3 passes)
+        "evaluate.fid_extra=[prior,reconstructions]",
         *extra,
     ]
     print(f"[{arm}] training: {' '.join(overrides[: len(ARMS[arm]) + 1])}", flush=True)
