@@ -7,6 +7,7 @@ Metric definitions are in the README; metrics.py holds the formulas.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -311,7 +312,11 @@ def metric_name(key: str) -> str:
     return key if key.startswith("val_") else f"test_{key}"
 
 
-def log_to_mlflow(run_id: str, result: dict, out_dir: Path) -> None:
+def log_to_mlflow(
+    run_id: str, result: dict, out_dir: Path, dataset: mlflow.data.dataset.Dataset | None = None
+) -> None:
+    """The figures into the run (and its logged generator), with `dataset` (the evaluated faces)
+    linked to them when given, and the pictures as the run's `evaluation/` artifacts."""
     numbers = {
         metric_name(k): float(v)
         for k, v in result.items()
@@ -322,7 +327,8 @@ def log_to_mlflow(run_id: str, result: dict, out_dir: Path) -> None:
     client = mlflow.MlflowClient()
     model_id = generator.logged_model_id(run_id)
     tracking.with_retries(
-        lambda: mlflow.log_metrics(numbers, run_id=run_id, model_id=model_id), "test metrics"
+        lambda: mlflow.log_metrics(numbers, run_id=run_id, model_id=model_id, dataset=dataset),
+        "test metrics",
     )
     # which sampler `test_fid` / `val_fid` come from, beside the per-sampler figures
     client.set_tag(run_id, "eval.sampler", result["sampler"])
@@ -341,7 +347,10 @@ def evaluate_into_run(
     the pictures also to `keep` when given, replacing it only once everything has succeeded."""
     with tempfile.TemporaryDirectory(prefix="evaluation-") as tmp:
         result = evaluate(cfg, vae, faces, Path(tmp))
-        log_to_mlflow(vae.card["run_id"], result, Path(tmp))
+        test = faces.subset("test").images
+        digest = hashlib.sha256(np.ascontiguousarray(test).tobytes()).hexdigest()[:16]
+        dataset = mlflow.data.from_numpy(test, name="faces.npz (test split)", digest=digest)
+        log_to_mlflow(vae.card["run_id"], result, Path(tmp), dataset)
         if cfg.tracking.register_model:  # the best validation FID holds models:/<name>@champion
             generator.promote(
                 cfg.tracking.register_model, vae.card["run_id"], result.get("val_fid")

@@ -114,8 +114,9 @@ def test_evaluation_figures_go_into_the_run_and_its_generator_unchanged(
     assert (after.info.status, after.info.end_time) == (before.status, before.end_time)
     assert after.data.metrics["test_psnr"] == pytest.approx(result["psnr"])
     model = mlflow.get_logged_model(generator.logged_model_id(trained_tiny["run_id"]))
-    linked = {m.key: m.value for m in model.metrics or []}
-    assert linked["test_psnr"] == pytest.approx(result["psnr"])
+    linked = {m.key: m for m in model.metrics or []}
+    assert linked["test_psnr"].value == pytest.approx(result["psnr"])
+    assert linked["test_psnr"].dataset_name == "faces.npz (test split)"  # what it was measured on
     assert mlflow.MlflowClient().get_model_version_by_alias("lfw-vae", "champion")
 
 
