@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import re
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import keras
 import mlflow
@@ -20,6 +22,8 @@ from pipeline.atomic import atomic_path, write_text_atomic
 from pipeline.errors import PipelineError
 from pipeline.model import build_model
 from pipeline.sampler import GaussianMixture
+
+T = TypeVar("T")
 
 
 def save_keras(model: keras.Model, path: Path) -> None:
@@ -206,6 +210,17 @@ def load_run(run_id: str, tracking_cfg: DictConfig) -> TrainedVAE:
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
+def from_mlflow(load: Callable[[str], T], ref: str, tracking_cfg: DictConfig) -> T:
+    """`load(ref)` (an MLflow flavour's loader); any failure is one PipelineError naming both."""
+    try:
+        return load(ref)
+    except Exception as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise PipelineError(
+            f"could not load {ref} from {tracking_cfg.tracking_uri}: {first}"
+        ) from err
+
+
 def load_network(ref: str, tracking_cfg: DictConfig, part: str = "decoder") -> keras.Model:
     """The decoder or encoder from a .keras file, an MLflow run id, runs:/ or models:/ URI."""
     if RUN_ID.match(ref):
@@ -214,12 +229,7 @@ def load_network(ref: str, tracking_cfg: DictConfig, part: str = "decoder") -> k
         tracking.setup(tracking_cfg)
         if ref.startswith("runs:/"):
             require_run(ref.removeprefix("runs:/").split("/")[0], tracking_cfg, "generate.model")
-        try:
-            model = mlflow.keras.load_model(ref)
-        except Exception as err:
-            raise PipelineError(
-                f"could not load {ref} from {tracking_cfg.tracking_uri}: {err}"
-            ) from err
+        model = from_mlflow(mlflow.keras.load_model, ref, tracking_cfg)
     else:
         model = load_keras_model(ref, part)
     check_kind(model, ref, part)

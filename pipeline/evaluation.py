@@ -159,7 +159,8 @@ def evaluate(cfg: DictConfig, vae: TrainedVAE, faces: Faces, out_dir: Path) -> d
     e = cfg.evaluate
     validate_evaluate_config(e)
     samplers = available_samplers(e.sampler, vae)  # before any work
-    if "gmm" in (e.get("fid_extra") or []) and "gmm" not in samplers:
+    extra = list(e.get("fid_extra") or [])
+    if "gmm" in extra and "gmm" not in samplers:
         raise PipelineError(
             "evaluate.fid_extra asks for gmm, but the model has no ex-post sampler (sampler.npz): "
             "drop gmm from evaluate.fid_extra"
@@ -198,7 +199,6 @@ def evaluate(cfg: DictConfig, vae: TrainedVAE, faces: Faces, out_dir: Path) -> d
     latent = vae.card["latent_dim"]
     # the default sampler is always measured; other samplers and the reconstructions only on
     # request (evaluate.fid_extra): each set costs one pass of the Inception network
-    extra = list(e.get("fid_extra") or [])
     measured = [default, *(s for s in samplers if s in extra and s != default)]
     samples = {
         name: sample_faces(vae.decoder, n, latent, 1.0, e.seed, mixture=samplers[name])

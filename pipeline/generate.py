@@ -18,15 +18,13 @@ from pathlib import Path
 
 import hydra
 import keras
-import mlflow
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import generator, sampler, tracking
+from pipeline import generator, sampler
 from pipeline.artifacts import load_network, mixture_for
 from pipeline.dataset import load_faces, to_float
 from pipeline.errors import PipelineError, exit_on_pipeline_error
-from pipeline.generator import FaceGenerator
 from pipeline.images import save_grid, save_png
 from pipeline.latent import (
     attribute_direction,
@@ -80,34 +78,13 @@ def generate(
     return edit_grid(decoder, z, direction, list(g.strengths))
 
 
-def load_generator(ref: str, tracking_cfg: DictConfig) -> FaceGenerator | None:
-    """The logged generator (decoder + sampler) behind a models:/ URI or runs:/<id>/generator;
-    None for references to a bare decoder (a .keras file, a run id, runs:/<id>/decoder)."""
-    if not (ref.startswith("models:/") or ref.rstrip("/").endswith(f"/{generator.NAME}")):
-        return None
-    tracking.setup(tracking_cfg)
-    try:
-        model = mlflow.pyfunc.load_model(ref)
-    except Exception as err:
-        raise PipelineError(
-            f"could not load {ref} from {tracking_cfg.tracking_uri}: {str(err).splitlines()[0]}"
-        ) from err
-    try:
-        inner = model.unwrap_python_model()
-    except Exception:  # not a python model: another flavour (a Keras decoder)
-        return None
-    if not isinstance(inner, FaceGenerator):
-        return None  # e.g. a decoder registered by an older version: loaded as a Keras model
-    return inner
-
-
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @exit_on_pipeline_error
 def main(cfg: DictConfig) -> None:
     log.info("generate config:\n%s", OmegaConf.to_yaml(cfg.generate))
     path = hydra.utils.to_absolute_path
     ref = cfg.generate.model or path(str(Path(cfg.paths.models) / "decoder.keras"))
-    logged = load_generator(ref, cfg.tracking)
+    logged = generator.load(ref, cfg.tracking)
     decoder = logged.decoder if logged else load_network(ref, cfg.tracking)
     mixture = None
     if cfg.generate.sampler == "gmm":

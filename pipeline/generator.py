@@ -160,9 +160,22 @@ def requirements(keras_module: Any) -> list[str]:
     return found
 
 
-def load(ref: str) -> FaceGenerator:
-    """The FaceGenerator behind a models:/ or runs:/ URI of a logged generator."""
-    return mlflow.pyfunc.load_model(ref).unwrap_python_model()
+def load(ref: str, tracking_cfg: Any) -> FaceGenerator | None:
+    """The logged generator (decoder + sampler) behind a models:/ URI or runs:/<id>/generator;
+    None for references to a bare decoder (a .keras file, a run id, runs:/<id>/decoder, or a
+    decoder registered before the generator existed)."""
+    from pipeline import tracking
+    from pipeline.artifacts import from_mlflow
+
+    if not (ref.startswith("models:/") or ref.rstrip("/").endswith(f"/{NAME}")):
+        return None
+    tracking.setup(tracking_cfg)
+    model = from_mlflow(mlflow.pyfunc.load_model, ref, tracking_cfg)
+    try:
+        inner = model.unwrap_python_model()
+    except MlflowException:  # another flavour (a Keras decoder): not a python model
+        return None
+    return inner if isinstance(inner, FaceGenerator) else None
 
 
 CHAMPION = "champion"

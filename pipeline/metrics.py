@@ -160,8 +160,7 @@ def fid_infinity(
 
 
 def fid_from_features(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
+    return Reference(b).fid(a)
 
 
 def _cubic_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -141,4 +144,18 @@ def run_training(cfg: DictConfig, prepared: Path, root: Path, name: str = "test"
 
     return train(
         cfg, load_faces(prepared), file_sha256(prepared), root / "models", root / "reports", name
+    )
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a server a test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_stage(module: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """`python -m <module> <args>` as a user runs it, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=600, cwd=cwd
     )

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +10,7 @@ from PIL import Image
 from pipeline.artifacts import load_network
 from pipeline.errors import PipelineError
 from pipeline.generate import generate
-from tests.conftest import tiny_overrides
+from tests.conftest import run_stage, tiny_overrides
 
 
 def with_generate(cfg, **kw):
@@ -109,13 +107,7 @@ def test_generate_command_writes_pngs(trained_tiny: dict, tmp_path: Path) -> Non
         f"generate.out={tmp_path}/out",
         f"hydra.run.dir={tmp_path}/hydra",
     ]
-    proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.generate", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=tmp_path,
-    )
+    proc = run_stage("pipeline.generate", args, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "face_0000.png",
@@ -127,13 +119,7 @@ def test_generate_command_writes_pngs(trained_tiny: dict, tmp_path: Path) -> Non
     ]
     with Image.open(tmp_path / "out/face_0000.png") as img:
         assert img.size == (32, 32)
-    bad = subprocess.run(
-        [sys.executable, "-m", "pipeline.generate", *args[:-3], "generate.n=0"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=tmp_path,
-    )
+    bad = run_stage("pipeline.generate", [*args[:-3], "generate.n=0"], tmp_path)
     assert bad.returncode == 1 and "generate.n=0 must be a positive integer" in bad.stderr
     assert "Traceback" not in bad.stderr
     # a decoder without its ex-post sampler: one line that says so, never the prior in silence
@@ -141,20 +127,15 @@ def test_generate_command_writes_pngs(trained_tiny: dict, tmp_path: Path) -> Non
 
     (tmp_path / "lonely").mkdir()
     shutil.copy(root / "models" / "decoder.keras", tmp_path / "lonely" / "decoder.keras")
-    lonely = subprocess.run(
+    lonely = run_stage(
+        "pipeline.generate",
         [
-            sys.executable,
-            "-m",
-            "pipeline.generate",
             *tiny_overrides(root),
             f"generate.model={tmp_path}/lonely/decoder.keras",
             f"generate.out={tmp_path}/lonely-out",
             f"hydra.run.dir={tmp_path}/hydra",
         ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=tmp_path,
+        tmp_path,
     )
     assert lonely.returncode == 1 and "generate.sampler=prior" in lonely.stderr
     assert "Traceback" not in lonely.stderr and not (tmp_path / "lonely-out").exists()

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from mlflow.exceptions import MlflowException
 from pipeline import generator, tracking
 from pipeline.artifacts import load_local
 from pipeline.images import to_uint8
-from tests.conftest import tiny_overrides
+from tests.conftest import free_port, run_stage, tiny_overrides
 
 CHAMPION = "models:/lfw-vae@champion"
 SERVE_ARGS = ["--env-manager", "local", "-w", "1", "-h", "127.0.0.1", "-p"]
@@ -27,7 +26,7 @@ SERVE_ARGS = ["--env-manager", "local", "-w", "1", "-h", "127.0.0.1", "-p"]
 
 def test_each_run_registers_one_generator_with_its_sampler(trained_tiny: dict) -> None:
     tracking.setup(trained_tiny["cfg"].tracking)
-    gen = generator.load(CHAMPION)
+    gen = generator.load(CHAMPION, trained_tiny["cfg"].tracking)
     local = load_local(trained_tiny["root"] / "models")
     # the mixture, not the prior: the same faces the local decoder + sampler.npz draw
     assert gen.sampler_name == "gmm"
@@ -127,31 +126,15 @@ def test_generate_command_reads_a_registered_generator(trained_tiny: dict, tmp_p
         f"generate.out={tmp_path}/out",
         f"hydra.run.dir={tmp_path}/hydra",
     ]
-    proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.generate", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=tmp_path,
-    )
+    proc = run_stage("pipeline.generate", args, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "out/grid.png").stat().st_size > 100
     assert "prior" not in proc.stderr.lower()  # it found the sampler: no fallback message
-    missing = subprocess.run(
-        [sys.executable, "-m", "pipeline.generate", *args[:-3], "generate.model=models:/nope@x"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=tmp_path,
+    missing = run_stage(
+        "pipeline.generate", [*args[:-3], "generate.model=models:/nope@x"], tmp_path
     )
     assert missing.returncode == 1 and "could not load models:/nope@x" in missing.stderr
     assert "Traceback" not in missing.stderr
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _post(url: str, body: dict) -> tuple[int, dict]:
@@ -169,8 +152,8 @@ def test_mlflow_models_serve_answers_with_mixture_faces(trained_tiny: dict, tmp_
     """The real `mlflow models serve` on 127.0.0.1 with the registered champion."""
     uri = trained_tiny["cfg"].tracking.tracking_uri
     tracking.setup(trained_tiny["cfg"].tracking)
-    expected = to_uint8(generator.load(CHAMPION).faces(3, 1.0, 7))
-    port = _free_port()
+    expected = to_uint8(generator.load(CHAMPION, trained_tiny["cfg"].tracking).faces(3, 1.0, 7))
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "models", "serve", "-m", CHAMPION, *SERVE_ARGS, str(port)],
         # the server execs uvicorn from PATH, as in an activated virtual environment

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline import tracking
-from tests.conftest import TINY_MODEL
+from tests.conftest import TINY_MODEL, free_port
 from tests.test_train import cli
 
 pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="the [ray] extra is not installed")
@@ -101,12 +100,6 @@ def test_ray_sweep_on_a_local_ray_instance(tmp_path: Path) -> None:
         tmp_path, [f"tracking.tracking_uri={uri}", f"tracking.artifact_location={tmp_path}/art"]
     )
     check_sweep(proc, tmp_path, uri)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 CLUSTER = """
