@@ -14,7 +14,6 @@ from typing import TypeVar
 
 import keras
 import mlflow
-import numpy as np
 from omegaconf import DictConfig
 
 from pipeline import sampler, tracking
@@ -45,35 +44,6 @@ def save_vae(
     save_keras(decoder, models_dir / "decoder.keras")
     write_text_atomic(models_dir / "vae.json", json.dumps(card, indent=2) + "\n")
     return encoder, decoder
-
-
-def log_networks(encoder: keras.Model, decoder: keras.Model, x: np.ndarray) -> None:
-    """Both networks into the active MLflow run as Keras models with signatures (inferred from
-    the sample images x). Pip requirements are given, so logging starts no dependency inference."""
-    from mlflow.models import infer_signature
-
-    from pipeline.generator import requirements
-
-    pip = requirements(keras)
-    z = np.zeros((len(x), int(decoder.inputs[0].shape[-1])), np.float32)
-    tracking.with_retries(
-        lambda: mlflow.keras.log_model(
-            encoder,
-            name="encoder",
-            signature=infer_signature(x, encoder.predict(x, verbose=0)),
-            pip_requirements=pip,
-        ),
-        "log encoder",
-    )
-    tracking.with_retries(
-        lambda: mlflow.keras.log_model(
-            decoder,
-            name="decoder",
-            signature=infer_signature(z, decoder.predict(z, verbose=0)),
-            pip_requirements=pip,
-        ),
-        "log decoder",
-    )
 
 
 def float32_networks(
@@ -190,7 +160,14 @@ def require_run(run_id: str, tracking_cfg: DictConfig, what: str) -> None:
 
 
 def load_run(run_id: str, tracking_cfg: DictConfig) -> TrainedVAE:
+    """The VAE a training run logged: its generator (both networks, sampler, card), or for runs
+    from before the generator, its Keras encoder and decoder models."""
+    from pipeline import generator
+
     require_run(run_id, tracking_cfg, "evaluate.run_id")
+    logged = generator.load(run_id, tracking_cfg, "evaluate.run_id")
+    if logged is not None and logged.encoder is not None:
+        return TrainedVAE(logged.encoder, logged.decoder, logged.card, logged.mixture)
     try:
         card = read_card(
             mlflow.artifacts.load_text(f"runs:/{run_id}/vae.json"), f"run {run_id}'s vae.json"
@@ -222,7 +199,19 @@ def from_mlflow(load: Callable[[str], T], ref: str, tracking_cfg: DictConfig) ->
 
 
 def load_network(ref: str, tracking_cfg: DictConfig, part: str = "decoder") -> keras.Model:
-    """The decoder or encoder from a .keras file, an MLflow run id, runs:/ or models:/ URI."""
+    """The decoder or encoder from a .keras file, an MLflow run id, runs:/ or models:/ URI: out of
+    the run's logged generator, or the Keras model of a run from before it."""
+    from pipeline import generator
+
+    logged = generator.load(ref, tracking_cfg)
+    if logged is not None:
+        network = getattr(logged, part)
+        if network is None:
+            raise PipelineError(
+                f"{ref} was logged without its {part} (an older generator): give the "
+                f"{part}.keras file of the run that trained it"
+            )
+        return network
     if RUN_ID.match(ref):
         ref = f"runs:/{ref}/{part}"
     if ref.startswith(("runs:/", "models:/")):

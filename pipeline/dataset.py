@@ -29,6 +29,7 @@ class Faces:
     attributes: np.ndarray  # float32 (N, A)
     attribute_names: list[str]
     split: np.ndarray
+    source: str | None = None  # where the download stage got the images (None: an older file)
 
     def subset(self, split: str) -> Faces:
         keep = self.split == split
@@ -39,6 +40,7 @@ class Faces:
             self.attributes[keep],
             self.attribute_names,
             self.split[keep],
+            self.source,
         )
 
     @property
@@ -61,6 +63,7 @@ def load_faces(path: str | os.PathLike[str]) -> Faces:
                 npz["attributes"],
                 [str(n) for n in npz["attribute_names"]],
                 npz["split"],
+                str(npz["source"]) if "source" in npz.files else None,
             )
     except (KeyError, ValueError, OSError) as err:
         raise PipelineError(

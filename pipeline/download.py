@@ -149,7 +149,7 @@ def download_images(cfg: DictConfig, raw_dir: Path, downloads: Path) -> dict:
                 out_dir,
                 summary["images"],
             )
-            return {"source": "already present", **summary}
+            return {"source": previous_source(raw_dir), **summary}
         except DownloadError as err:
             log.warning("existing %s does not verify (%s): fetching again", out_dir, err)
     failures = []
@@ -176,6 +176,15 @@ def download_images(cfg: DictConfig, raw_dir: Path, downloads: Path) -> dict:
         + "\n".join(failures)
         + "\nadd a working mirror, e.g. data.download.sources='[/path/to/lfw-deepfunneled.tgz]'"
     )
+
+
+def previous_source(raw_dir: Path) -> str:
+    """Where images already on disk came from, as the last download.json recorded it: a rerun
+    that finds them verified keeps naming the source that delivered them."""
+    try:
+        return str(json.loads((raw_dir / "download.json").read_text())["source"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "already present (source not recorded)"
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

@@ -1,10 +1,9 @@
 """generate: new faces from any saved decoder, without the training code.
 
     python -m pipeline.generate                                         # models/decoder.keras, 64 faces
-    python -m pipeline.generate generate.model=runs:/<run_id>/decoder generate.n=16 generate.temperature=0.7
-    python -m pipeline.generate generate.model=<run_id>                 # a bare MLflow run id works too
+    python -m pipeline.generate generate.model=<run_id> generate.n=16 generate.temperature=0.7
+    python -m pipeline.generate generate.model=runs:/<run_id>/generator # the run's logged generator
     python -m pipeline.generate generate.model=models:/lfw-vae@champion    # a registered generator
-    python -m pipeline.generate generate.model=runs:/<run_id>/generator
     python -m pipeline.generate generate.mode=interpolate generate.n=8
     python -m pipeline.generate generate.mode=attribute generate.attribute=Smiling   # needs the encoder too
 
@@ -97,10 +96,13 @@ def main(cfg: DictConfig) -> None:
             )
     encoder = None
     if cfg.generate.mode == "attribute":
-        encoder_ref = cfg.generate.encoder or (
-            ref.replace("decoder", "encoder") if "decoder" in ref else ref
-        )
-        encoder = load_network(encoder_ref, cfg.tracking, part="encoder")
+        if logged is not None and logged.encoder is not None and not cfg.generate.encoder:
+            encoder = logged.encoder
+        else:
+            encoder_ref = cfg.generate.encoder or (
+                ref.replace("decoder", "encoder") if "decoder" in ref else ref
+            )
+            encoder = load_network(encoder_ref, cfg.tracking, part="encoder")
     faces = generate(cfg, decoder, encoder, Path(path(cfg.paths.prepared)) / "faces.npz", mixture)
     out = Path(path(cfg.generate.out))
     rows = {"sample": None, "interpolate": cfg.generate.n, "attribute": cfg.generate.n}[

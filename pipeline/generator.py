@@ -1,6 +1,7 @@
-"""The product as one MLflow model: decoder + ex-post sampler + card, turning {n, temperature, seed}
-into faces. Logged once per training run (`generator`), registered under `tracking.register_model`,
-loaded by `pipeline.generate generate.model=models:/lfw-vae@champion` and served as is:
+"""The product as one MLflow model: decoder + ex-post sampler + card (+ the encoder, for evaluation
+and attribute edits), turning {n, temperature, seed} into faces. It is the one model a training
+run logs (`generator`), registered under `tracking.register_model`, loaded by
+`pipeline.generate generate.model=models:/lfw-vae@champion` (or a run id) and served as is:
 
     mlflow models serve -m models:/lfw-vae@champion --env-manager local -p 5001
     curl -X POST 127.0.0.1:5001/invocations -H 'Content-Type: application/json' \\
@@ -76,7 +77,8 @@ def _requests(model_input: Any) -> list[tuple[int, float, int]]:
 
 
 class FaceGenerator(mlflow.pyfunc.PythonModel):
-    """Loads decoder.keras (safe mode), sampler.npz and vae.json from the model's artifacts."""
+    """Loads decoder.keras and encoder.keras (safe mode), sampler.npz and vae.json from the
+    model's artifacts."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         from pipeline import sampler
@@ -84,6 +86,8 @@ class FaceGenerator(mlflow.pyfunc.PythonModel):
 
         files = context.artifacts
         self.decoder = load_keras_model(files["decoder"], "decoder")
+        # generators logged before the encoder travelled with them have none
+        self.encoder = load_keras_model(files["encoder"], "encoder") if "encoder" in files else None
         self.card = read_card(Path(files["card"]).read_text(), "vae.json")
         self.mixture = sampler.load(files["sampler"]) if "sampler" in files else None
 
@@ -114,7 +118,14 @@ def log_generator(
 
     import pipeline
 
-    artifacts = {"decoder": str(models_dir / "decoder.keras"), "card": str(models_dir / "vae.json")}
+    artifacts = {
+        name: str(models_dir / file)
+        for name, file in [
+            ("decoder", "decoder.keras"),
+            ("encoder", "encoder.keras"),
+            ("card", "vae.json"),
+        ]
+    }
     if (models_dir / "sampler.npz").exists():
         artifacts["sampler"] = str(models_dir / "sampler.npz")
     info = mlflow.pyfunc.log_model(
@@ -160,14 +171,24 @@ def requirements(keras_module: Any) -> list[str]:
     return found
 
 
-def load(ref: str, tracking_cfg: Any) -> FaceGenerator | None:
-    """The logged generator (decoder + sampler) behind a models:/ URI or runs:/<id>/generator;
-    None for references to a bare decoder (a .keras file, a run id, runs:/<id>/decoder, or a
-    decoder registered before the generator existed)."""
+def load(ref: str, tracking_cfg: Any, what: str = "generate.model") -> FaceGenerator | None:
+    """The logged generator behind a models:/ URI, a run id or runs:/<id>/generator (also
+    runs:/<id>/decoder and /encoder: the run's one model holds both networks). None for a .keras
+    file, and for runs and registered models from before the generator existed (bare Keras
+    networks, which `artifacts.load_network` loads)."""
     from pipeline import tracking
-    from pipeline.artifacts import from_mlflow
+    from pipeline.artifacts import RUN_ID, from_mlflow, require_run
 
-    if not (ref.startswith("models:/") or ref.rstrip("/").endswith(f"/{NAME}")):
+    if RUN_ID.match(ref):
+        ref = f"runs:/{ref}/{NAME}"
+    if ref.startswith("runs:/"):
+        run_id, _, part = ref.removeprefix("runs:/").partition("/")
+        require_run(run_id, tracking_cfg, what)
+        if part.strip("/") in ("decoder", "encoder", NAME):
+            if logged_model_id(run_id) is None:
+                return None
+            ref = f"runs:/{run_id}/{NAME}"
+    elif not ref.startswith("models:/"):
         return None
     tracking.setup(tracking_cfg)
     model = from_mlflow(mlflow.pyfunc.load_model, ref, tracking_cfg)

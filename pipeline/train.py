@@ -218,6 +218,8 @@ def data_params(faces: Faces) -> dict[str, Any]:
     }
     for split in ("train", "val", "test"):
         params[f"data.{split}_images"] = int((faces.split == split).sum())
+    if faces.source is not None:
+        params["data.source"] = faces.source
     return params
 
 
@@ -280,8 +282,8 @@ def finish(
     mlflow.log_metrics({f"sampler_val_loglik_k{k}": v for k, v in scores.items()})
     mlflow.log_param("sampler.chosen_components", len(mixture.weights))
 
-    artifacts.log_networks(encoder, decoder, to_float(shown.images[:2]))
-    # the product: decoder + sampler as one model, registered; `champion` until one beats it
+    # the run's one logged model, the product: decoder + sampler (+ encoder), registered;
+    # `champion` until one beats it
     register_as = cfg.tracking.register_model
     tracking.with_retries(
         lambda: generator.log_generator(models_dir, int(card["image_size"]), register_as),

@@ -69,6 +69,9 @@ def attributes_text(
     return "\n".join(lines) + "\n"
 
 
+TINY_SOURCE = "synthetic blobs (tests/lfw_fixtures.py)"
+
+
 def write_tiny_prepared(path: Path, n: int = 96, size: int = 16, seed: int = 0) -> Path:
     """A prepared-format file of smooth blob images (learnable in a few epochs), 3 persons per split."""
     rng = np.random.default_rng(seed)
@@ -95,5 +98,6 @@ def write_tiny_prepared(path: Path, n: int = 96, size: int = 16, seed: int = 0) 
         attributes=attributes,
         attribute_names=np.asarray(["Top", "Red"]),
         split=split,
+        source=np.asarray(TINY_SOURCE),
     )
     return path

@@ -123,3 +123,31 @@ def test_saved_networks_reconstruct_as_the_trained_model_does(
     # bfloat16 compute rounds to 8 bits of mantissa, so the two agree to a few parts in 1000
     tolerance = 5e-3 if cfg.train.mixed_precision else 1e-5
     assert bce_at_mean(saved.encoder, saved.decoder) == pytest.approx(trained, rel=tolerance)
+
+
+def test_a_run_logged_before_the_generator_still_loads(trained_tiny: dict, tmp_path: Path) -> None:
+    """Runs of older versions logged the encoder and decoder as Keras models, no generator: they
+    still evaluate and generate."""
+    import json
+
+    import mlflow
+
+    cfg = trained_tiny["cfg"]
+    local = load_local(trained_tiny["root"] / "models")
+    mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
+    # its own experiment: the shared store's lfw-vae runs stay as other tests expect them
+    experiment = mlflow.create_experiment("pre-generator", artifact_location=str(tmp_path))
+    with mlflow.start_run(experiment_id=experiment) as run:
+        card = json.loads((trained_tiny["root"] / "models/vae.json").read_text())
+        mlflow.log_dict({**card, "run_id": run.info.run_id}, "vae.json")
+        for name, network in [("encoder", local.encoder), ("decoder", local.decoder)]:
+            mlflow.keras.log_model(network, name=name, pip_requirements=["keras"])
+    old = load_run(run.info.run_id, cfg.tracking)
+    assert old.card["run_id"] == run.info.run_id and old.mixture is None
+    z = np.ones((2, 4), np.float32)
+    expected = local.decoder.predict(z, verbose=0)
+    np.testing.assert_allclose(old.decoder.predict(z, verbose=0), expected, rtol=1e-5)
+    decoder = load_network(f"runs:/{run.info.run_id}/decoder", cfg.tracking)
+    np.testing.assert_allclose(decoder.predict(z, verbose=0), expected, rtol=1e-5)
+    encoder = load_network(run.info.run_id, cfg.tracking, part="encoder")
+    assert len(encoder.outputs) == 2

@@ -3,6 +3,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import tarfile
 import zipfile
 from pathlib import Path
@@ -333,3 +334,15 @@ def test_gzip_bomb_stops_at_the_cap(tmp_path: Path) -> None:
     (tmp_path / "out").mkdir()
     with pytest.raises(DownloadError, match="gzip bomb"):
         safe_extract(path, tmp_path / "out", max_bytes=1_000_000)
+
+
+def test_a_rerun_over_verified_images_keeps_naming_their_source(
+    tmp_path: Path, data_cfg: DictConfig, lfw_source: dict
+) -> None:
+    cfg = with_sources(data_cfg, str(lfw_source["archive"]))
+    first = download_images(cfg, tmp_path / "raw", tmp_path / "dl")
+    assert first["source"] == str(lfw_source["archive"])
+    again = download_images(cfg, tmp_path / "raw", tmp_path / "dl")
+    assert again["source"].startswith("already present")  # no record: says so
+    (tmp_path / "raw/download.json").write_text(json.dumps(first))
+    assert download_images(cfg, tmp_path / "raw", tmp_path / "dl")["source"] == first["source"]

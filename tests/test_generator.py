@@ -44,8 +44,12 @@ def test_each_run_registers_one_generator_with_its_sampler(trained_tiny: dict) -
         filter_string=f"source_run_id = '{trained_tiny['run_id']}'",
         output_format="list",
     )
-    # the encoder and decoder stay as networks; one generator per run
-    assert sorted(m.name for m in logged) == ["decoder", "encoder", "generator"]
+    # one logged model per run: the generator, which also holds the encoder
+    assert [m.name for m in logged] == ["generator"]
+    x = np.random.default_rng(0).random((2, 16, 16, 3), np.float32)
+    np.testing.assert_allclose(
+        gen.encoder.predict(x, verbose=0)[0], local.encoder.predict(x, verbose=0)[0], atol=1e-6
+    )
     reqs = Path(
         mlflow.artifacts.download_artifacts(f"runs:/{trained_tiny['run_id']}/generator")
     ).joinpath("requirements.txt")

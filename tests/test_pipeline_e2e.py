@@ -85,6 +85,8 @@ def test_dvc_repro_runs_the_pipeline_and_exp_run_sets_params(
     assert json.loads((project / "reports/train.json").read_text())["epochs"] == 2
     (only,) = mlflow_runs(project)
     assert only.info.status == "FINISHED" and only.data.params["model.latent_dim"] == "4"
+    # the run names the source the download stage got the images from, carried by prepare
+    assert only.data.params["data.source"].endswith("/lfw-deepfunneled.tgz")
     assert len(MlflowClient().get_metric_history(only.info.run_id, "val_loss")) == 2
     # evaluation wrote DVC metrics and logged the same numbers into the training run
     metrics = json.loads((project / "reports/metrics.json").read_text())

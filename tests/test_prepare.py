@@ -9,6 +9,7 @@ import pytest
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.attributes import parse_attributes
+from pipeline.dataset import load_faces
 from pipeline.errors import PrepareError
 from pipeline.prepare import CropSpec, decode_faces, person_disjoint_split, prepare
 from tests.lfw_fixtures import ATTRIBUTE_NAMES, MARGIN_COLOUR, attributes_text
@@ -214,3 +215,15 @@ def test_a_split_left_empty_is_refused_and_the_previous_file_kept(
             **{"prepare.split.train": 0.001, "prepare.split.val": 0.5, "prepare.split.test": 0.5},
         )
     assert (tmp_path / "prepared/faces.npz").read_bytes() == good
+
+
+def test_the_download_source_travels_into_the_prepared_file(
+    data_cfg: DictConfig, raw_dir: Path, tmp_path: Path
+) -> None:
+    _, a = run(data_cfg, raw_dir, tmp_path)
+    assert str(a["source"]).startswith("unknown")  # images placed by hand: said, not guessed
+    (raw_dir / "download.json").write_text(json.dumps({"source": "https://mirror/lfw.tgz"}))
+    _, a = run(data_cfg, raw_dir, tmp_path)
+    assert str(a["source"]) == "https://mirror/lfw.tgz"
+    faces = load_faces(tmp_path / "prepared/faces.npz")
+    assert faces.source == faces.subset("train").source == "https://mirror/lfw.tgz"
