@@ -155,7 +155,7 @@ def measure(
             setup.append(self.first - self.start)
 
     if way == "notebook":
-        from pipeline.model import build_model
+        from pipeline.networks import build_model
 
         keras.backend.clear_session()
         keras.utils.set_random_seed(cfg.train.seed)

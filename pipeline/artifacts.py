@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from pipeline import sampler, tracking
 from pipeline.atomic import atomic_path, write_text_atomic
 from pipeline.errors import PipelineError
-from pipeline.model import build_model
+from pipeline.networks import build_model
 from pipeline.sampler import GaussianMixture
 
 T = TypeVar("T")

@@ -17,7 +17,16 @@ from pipeline.dataset import to_float
 from pipeline.errors import PipelineError
 
 log = logging.getLogger("pipeline.train")
-METRICS = ("loss", "reconstruction", "kl", "val_loss", "val_reconstruction", "val_kl")
+METRICS = (
+    "loss",
+    "reconstruction",
+    "kl",
+    "perceptual",  # only with a perceptual term (model.perceptual_weight > 0)
+    "val_loss",
+    "val_reconstruction",
+    "val_kl",
+    "val_perceptual",
+)
 QUICK_CODES, QUICK_COMPONENTS = 2000, 10  # the per-epoch sample grid's mixture (EpochEnd)
 
 

@@ -13,7 +13,8 @@ import numpy as np
 from omegaconf import DictConfig
 
 from pipeline.dataset import to_float
-from pipeline.model import VAE, architecture
+from pipeline.model import VAE
+from pipeline.networks import architecture
 
 
 def model_card(

@@ -45,6 +45,20 @@ log = logging.getLogger(__name__)
 # --------------------------------------------------------------------------- model evaluation
 
 
+class Laps:
+    """Seconds per phase, logged as each one ends: where an evaluation's minutes go."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def __call__(self, phase: str) -> None:
+        now = time.perf_counter()
+        took, self._last = now - self._last, now
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + took
+        log.info("%s: %.1f s", phase, took)
+
+
 def log_normal(z: np.ndarray, mean: np.ndarray, log_var: np.ndarray) -> np.ndarray:
     return -0.5 * np.sum(LOG_2PI + log_var + (z - mean) ** 2 / np.exp(log_var), axis=-1)
 
@@ -171,7 +185,9 @@ def evaluate(cfg: DictConfig, vae: TrainedVAE, faces: Faces, out_dir: Path) -> d
             "the prepared file has fewer than 2 test faces: check data.prepare.split"
         )
     started = time.perf_counter()
+    lap = Laps()
     terms = likelihood_terms(vae, test.images, e.importance_samples, e.batch_size, e.seed)
+    lap(f"likelihood terms ({e.importance_samples} importance samples)")
     dims = int(np.prod(test.images.shape[1:]))
     x = to_float(test.images)
     z_mean, _ = predict(vae.encoder, x, e.batch_size)
@@ -192,6 +208,7 @@ def evaluate(cfg: DictConfig, vae: TrainedVAE, faces: Faces, out_dir: Path) -> d
     if vae.card["likelihood"] == "gaussian":
         result["neg_elbo_bits_per_dim"] = metrics.bits_per_dim(result["neg_elbo_nats"], dims)
         result["iw_nll_bits_per_dim"] = metrics.bits_per_dim(result["iw_nll_nats"], dims)
+    lap("reconstructions, PSNR, SSIM")
 
     n = int(e.n_samples or len(test.images))
     default = e.sampler
@@ -204,6 +221,7 @@ def evaluate(cfg: DictConfig, vae: TrainedVAE, faces: Faces, out_dir: Path) -> d
         name: sample_faces(vae.decoder, n, latent, 1.0, e.seed, mixture=samplers[name])
         for name in measured
     }
+    lap("sampling")
     reason = metrics.fid_unavailable_reason() if e.fid else "disabled (evaluate.fid=false)"
     if reason is None:
         cache = None if e.cache_dir is None else Path(hydra.utils.to_absolute_path(e.cache_dir))
@@ -219,8 +237,10 @@ def evaluate(cfg: DictConfig, vae: TrainedVAE, faces: Faces, out_dir: Path) -> d
             refs["val"] = metrics.Reference(
                 metrics.cached_inception_features(val.images, cache, "FID: val faces")
             )
+        lap("real faces' Inception features (cached after the first time)")
         for name, faces_s in samples.items():
             fake = metrics.inception_features(to_uint8(faces_s), desc=f"FID: {name} samples")
+            lap(f"Inception features: {name} samples")
             for split, real in refs.items():
                 prefix = "" if split == "test" else "val_"
                 result[f"{prefix}fid_{name}"] = real.fid(fake)
@@ -247,6 +267,7 @@ def evaluate(cfg: DictConfig, vae: TrainedVAE, faces: Faces, out_dir: Path) -> d
         log.warning("FID/KID skipped: %s", reason)
         result["fid_skipped"] = reason
 
+    lap("FID, KID, FID∞")
     out_dir.mkdir(parents=True, exist_ok=True)
     mixture = samplers[default]
     for temperature in e.temperatures:
@@ -289,6 +310,7 @@ def evaluate(cfg: DictConfig, vae: TrainedVAE, faces: Faces, out_dir: Path) -> d
             header=[f"{s:+g}" for s in e.edit_strengths],  # strength along the direction
         )
         result["attribute_edits"] = ", ".join(wanted)
+    lap("pictures and attribute edits")
     result["seconds"] = time.perf_counter() - started
     write_text_atomic(out_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
     return result

@@ -1,4 +1,5 @@
-"""The VAE: encoder/decoder builders and the model whose loss reads like the math.
+"""The VAE: the model whose loss reads like the math, its config checks and its compiled step
+(the encoder/decoder builders are in networks.py).
 
 Only `keras`, `keras.ops` and `keras.random` appear here, so the same code trains under TensorFlow
 (the default) and JAX (`KERAS_BACKEND=jax`). The loss lives in `compute_loss` / `compute_metrics`
@@ -14,12 +15,12 @@ import math
 from typing import Any
 
 import keras
-from keras import layers, ops
+from keras import ops
 
 from pipeline.errors import PipelineError
 from pipeline.fused_adam import FusedAdam
+from pipeline.networks import MODELS, architecture, build_model
 
-MODELS = ("seed", "conv")  # architectures (model.arch); model.name is the config's own name
 LIKELIHOODS = ("bce_channel_mean", "bce_sum", "gaussian")
 SIGMAS = ("learned", "optimal")  # how a gaussian likelihood gets its σ (model.sigma)
 LOG_2PI = math.log(2.0 * math.pi)
@@ -33,110 +34,6 @@ def clip_keeping_gradient(x: Any, limit: float) -> Any:
     a plain clip has zero gradient outside the range, so an encoder output that ran past it
     would get no pull back from the KL term and stay there (measured: log σ² drifted to -1000)."""
     return x + ops.stop_gradient(ops.clip(x, -limit, limit) - x)
-
-
-# --------------------------------------------------------------------------- architectures
-
-
-FLOAT32_LAYERS = ("latent", "output")
-
-
-def _dtypes(float32_layers: tuple[str, ...] | list[str]) -> tuple[str | None, str | None]:
-    """The dtype of the latent-path layers and of the output layer: "float32" keeps them out of a
-    mixed-precision policy (a no-op under float32), None leaves them to the global policy."""
-    return (
-        "float32" if "latent" in float32_layers else None,
-        "float32" if "output" in float32_layers else None,
-    )
-
-
-def build_seed(
-    latent_dim: int, image_size: int = 64, float32_layers: tuple[str, ...] | list[str] = ()
-) -> tuple[keras.Model, keras.Model]:
-    """The original notebook's architecture, layer for layer (34,100,416 + 2,169,795 parameters at 128).
-
-    `float32_layers` ("latent", "output") only sets those layers' compute dtype (see train.py)."""
-    latent_dtype, output_dtype = _dtypes(float32_layers)
-    x = inputs = keras.Input((image_size, image_size, 3), name="image")
-    x = layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(x)
-    x = layers.Conv2D(64, 3, strides=2, padding="same", activation="relu")(x)
-    x = layers.Flatten()(x)
-    x = layers.Dense(16 * latent_dim, activation="relu")(x)
-    z_mean = layers.Dense(latent_dim, name="z_mean", dtype=latent_dtype)(x)
-    z_log_var = layers.Dense(latent_dim, name="z_log_var", dtype=latent_dtype)(x)
-    encoder = keras.Model(inputs, [z_mean, z_log_var], name="encoder")
-
-    side = image_size // 4
-    z = latent = keras.Input((latent_dim,), name="z")
-    z = layers.Dense(side * side * 64, activation="relu", dtype=latent_dtype)(z)
-    z = layers.Reshape((side, side, 64))(z)
-    z = layers.Conv2DTranspose(64, 3, strides=2, padding="same", activation="relu")(z)
-    z = layers.Conv2DTranspose(32, 3, strides=2, padding="same", activation="relu")(z)
-    outputs = layers.Conv2DTranspose(
-        3, 3, padding="same", activation="sigmoid", name="image", dtype=output_dtype
-    )(z)
-    return encoder, keras.Model(latent, outputs, name="decoder")
-
-
-def _block(x: Any, width: int, conv: type, batch_norm: bool) -> Any:
-    x = conv(width, 4, strides=2, padding="same", use_bias=not batch_norm)(x)
-    if batch_norm:
-        x = layers.BatchNormalization()(x)
-    return layers.Activation("silu")(x)
-
-
-def _residual(x: Any, width: int) -> Any:
-    """x + Conv3x3(SiLU-activated x): one more layer of detail at this resolution, and an identity
-    path, so the added depth starts out as a no-op and cannot make the decoder worse to train."""
-    return layers.Add()([x, layers.Activation("silu")(layers.Conv2D(width, 3, padding="same")(x))])
-
-
-def build_conv(
-    latent_dim: int,
-    widths: list[int],
-    image_size: int = 64,
-    batch_norm: bool = False,
-    hidden: int = 0,
-    float32_layers: tuple[str, ...] | list[str] = (),
-    decoder_res_blocks: int | list[int] = 0,
-) -> tuple[keras.Model, keras.Model]:
-    """Default model: strided 4x4 convs (SiLU) halving the image once per width, mirrored on the
-    way up, with an optional dense hidden layer on each side of the latent and
-    `decoder_res_blocks` residual 3x3 convs after the decoder's upsamplings (one count for all, or
-    one per upsampling, smallest resolution first).
-
-    Far fewer parameters than `seed` (no 34 M-weight Dense) and more depth where the pixels are.
-    """
-    latent_dtype, output_dtype = _dtypes(float32_layers)
-    x = inputs = keras.Input((image_size, image_size, 3), name="image")
-    for width in widths:
-        x = _block(x, width, layers.Conv2D, batch_norm)
-    x = layers.Flatten()(x)
-    if hidden:
-        x = layers.Dense(hidden, activation="silu", dtype=latent_dtype)(x)
-    z_mean = layers.Dense(latent_dim, name="z_mean", dtype=latent_dtype)(x)
-    z_log_var = layers.Dense(latent_dim, name="z_log_var", dtype=latent_dtype)(x)
-    encoder = keras.Model(inputs, [z_mean, z_log_var], name="encoder")
-
-    side = image_size // 2 ** len(widths)
-    z = latent = keras.Input((latent_dim,), name="z")
-    if hidden:
-        z = layers.Dense(hidden, activation="silu", dtype=latent_dtype)(z)
-    z = layers.Dense(side * side * widths[-1], activation="silu", dtype=latent_dtype)(z)
-    z = layers.Reshape((side, side, widths[-1]))(z)
-    blocks_per_stage = (
-        [decoder_res_blocks] * len(widths)
-        if isinstance(decoder_res_blocks, int)
-        else list(decoder_res_blocks)
-    )
-    for width, blocks in zip(reversed(widths), blocks_per_stage, strict=True):
-        z = _block(z, width, layers.Conv2DTranspose, batch_norm)
-        for _ in range(blocks):
-            z = _residual(z, width)
-    outputs = layers.Conv2D(
-        3, 3, padding="same", activation="sigmoid", name="image", dtype=output_dtype
-    )(z)
-    return encoder, keras.Model(latent, outputs, name="decoder")
 
 
 def validate_model_config(cfg: Any, image_size: int) -> None:
@@ -193,6 +90,26 @@ def validate_model_config(cfg: Any, image_size: int) -> None:
         raise PipelineError(
             f"model.likelihood={cfg.likelihood!r} is unknown: choose one of {', '.join(LIKELIHOODS)}"
         )
+    weight = cfg.get("perceptual_weight", 0.0)
+    if (
+        isinstance(weight, bool)
+        or not isinstance(weight, int | float)
+        or not math.isfinite(weight)
+        or weight < 0
+    ):
+        raise PipelineError(
+            f"model.perceptual_weight={weight!r} must be a finite number >= 0 (0 = no LPIPS term)"
+        )
+    if weight > 0:
+        from pipeline.perceptual import MIN_SIZE, load_weights
+
+        if image_size < MIN_SIZE:
+            raise PipelineError(
+                f"model.perceptual_weight={weight} needs images of at least {MIN_SIZE} px (LPIPS's "
+                f"AlexNet strides and pools them down to nothing below that); the prepared "
+                f"images are {image_size} px: set model.perceptual_weight=0"
+            )
+        load_weights(perceptual_weights_path(cfg))  # present and well-formed, before any work
     factor = 4 if arch == "seed" else 2 ** len(cfg.widths)
     if image_size % factor:
         raise PipelineError(
@@ -201,27 +118,12 @@ def validate_model_config(cfg: Any, image_size: int) -> None:
         )
 
 
-def build_model(
-    cfg: Any, image_size: int = 64, float32_layers: tuple[str, ...] | list[str] = ()
-) -> tuple[keras.Model, keras.Model]:
-    """Encoder and decoder for a model config (checked beforehand: validate_model_config)."""
-    if architecture(cfg) == "seed":
-        return build_seed(cfg.latent_dim, image_size, float32_layers)
-    return build_conv(
-        cfg.latent_dim,
-        list(cfg.widths),
-        image_size,
-        cfg.get("batch_norm", False),
-        cfg.get("hidden", 0),
-        float32_layers,
-        cfg.get("decoder_res_blocks", 0),
-    )
+def perceptual_weights_path(cfg: Any) -> str:
+    """model.perceptual_weights against the directory the command was started in (Hydra's
+    original working directory when a job runs elsewhere)."""
+    from hydra.utils import to_absolute_path
 
-
-def architecture(cfg: Any) -> str:
-    """Which builder a model config uses: `model.arch` (configs written before it existed named
-    the architecture in `model.name`)."""
-    return cfg.get("arch") or cfg.name
+    return to_absolute_path(str(cfg.get("perceptual_weights", "data/lpips/alexnet.npz")))
 
 
 # --------------------------------------------------------------------------- loss terms
@@ -268,12 +170,18 @@ class VAE(keras.Model):
         seed: int = 0,
         sigma_floor: float = 0.0,
         sigma: str = "learned",
+        perceptual: keras.Model | None = None,
+        perceptual_weight: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.encoder = encoder
         self.decoder = decoder
         self.likelihood = likelihood
+        # λ·LPIPS(x, x̂) beside the likelihood: a frozen ImageNet-feature distance that rewards
+        # the detail a pixel likelihood averages away (pipeline/perceptual.py)
+        self.perceptual = perceptual if perceptual_weight > 0 else None
+        self.perceptual_weight = float(perceptual_weight)
         # optimal: σ² is the batch's mean squared error, the value that maximises the likelihood
         # (Rybkin et al.'s "optimal σ-VAE"), so σ never lags behind the reconstructions as one
         # learned weight moved by Adam does
@@ -294,6 +202,9 @@ class VAE(keras.Model):
         self.noise = keras.random.SeedGenerator(seed)
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
         self.kl_tracker = keras.metrics.Mean(name="kl")
+        self.perceptual_tracker = (
+            keras.metrics.Mean(name="perceptual") if self.perceptual is not None else None
+        )
 
     def call(self, x: Any, training: bool = False) -> tuple[Any, ...]:
         # x̂, μ, log σ² (+ a learned σ, read here: JAX's compute_metrics sees no model variables)
@@ -327,7 +238,8 @@ class VAE(keras.Model):
             log_sigma = ops.maximum(log_sigma, self.log_sigma_floor)
         return ops.stop_gradient(log_sigma)
 
-    def loss_terms(self, x: Any, y_pred: tuple[Any, ...]) -> tuple[Any, Any]:
+    def loss_terms(self, x: Any, y_pred: tuple[Any, ...]) -> tuple[Any, Any, Any]:
+        """Batch means of -log p(x|z), KL and LPIPS(x, x̂) (0 without a perceptual term)."""
         x_hat, z_mean, z_log_var, *learned = y_pred
         # a learned σ comes with the forward pass; BCE likelihoods have none
         log_sigma = (
@@ -335,7 +247,11 @@ class VAE(keras.Model):
         )
         reconstruction = ops.mean(reconstruction_nll(x, x_hat, self.likelihood, log_sigma))
         kl = ops.mean(kl_divergence(ops.cast(z_mean, "float32"), ops.cast(z_log_var, "float32")))
-        return reconstruction, kl
+        perceptual = 0.0
+        if self.perceptual is not None:
+            x_hat32 = ops.cast(x_hat, "float32")
+            perceptual = ops.mean(self.perceptual([ops.cast(x, "float32"), x_hat32]))
+        return reconstruction, kl, perceptual
 
     def compute_loss(
         self,
@@ -345,13 +261,15 @@ class VAE(keras.Model):
         sample_weight: Any = None,
         training: bool = True,
     ) -> Any:
-        reconstruction, kl = self.loss_terms(x, y_pred)
-        return reconstruction + self.beta * kl
+        reconstruction, kl, perceptual = self.loss_terms(x, y_pred)
+        return reconstruction + self.perceptual_weight * perceptual + self.beta * kl
 
     def compute_metrics(self, x: Any, y: Any, y_pred: Any, sample_weight: Any = None) -> dict:
-        reconstruction, kl = self.loss_terms(x, y_pred)
+        reconstruction, kl, perceptual = self.loss_terms(x, y_pred)
         self.reconstruction_tracker.update_state(reconstruction)
         self.kl_tracker.update_state(kl)
+        if self.perceptual_tracker is not None:
+            self.perceptual_tracker.update_state(perceptual)
         return self.get_metrics_result()
 
 
@@ -371,6 +289,17 @@ def learning_rate(train_cfg: Any, steps_per_epoch: int) -> float | Any:
     )
 
 
+def perceptual_term(model_cfg: Any) -> dict[str, Any]:
+    """The VAE's perceptual keyword arguments: the frozen LPIPS network when its weight is > 0."""
+    weight = float(model_cfg.get("perceptual_weight", 0.0))
+    if weight <= 0:
+        return {}
+    from pipeline.perceptual import build_lpips, load_weights
+
+    lpips = build_lpips(load_weights(perceptual_weights_path(model_cfg)))
+    return {"perceptual": lpips, "perceptual_weight": weight}
+
+
 def compiled_vae(cfg: Any, image_size: int, steps_per_epoch: int = 1) -> VAE:
     """The model, optimizer and compiled step that training uses (the benchmarks use it too).
 
@@ -384,6 +313,7 @@ def compiled_vae(cfg: Any, image_size: int, steps_per_epoch: int = 1) -> VAE:
         seed=cfg.train.seed,
         sigma_floor=float(cfg.model.get("sigma_floor", 0.0)),
         sigma=cfg.model.get("sigma", "learned"),
+        **perceptual_term(cfg.model),
     )
     adam = FusedAdam if cfg.train.fused_adam else keras.optimizers.Adam
     # use_ema: Keras keeps the average in the optimizer (so checkpoints carry it) and writes it

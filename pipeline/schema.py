@@ -18,7 +18,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from pipeline import sampler
 from pipeline.errors import PipelineError
-from pipeline.model import FLOAT32_LAYERS, LR_SCHEDULES, validate_model_config
+from pipeline.model import LR_SCHEDULES, validate_model_config
+from pipeline.networks import FLOAT32_LAYERS
 
 
 @dataclass
@@ -34,6 +35,8 @@ class ModelSchema:
     batch_norm: bool = False
     hidden: int = 0
     decoder_res_blocks: Any = 0  # an int, or a list of one per upsampling (checked in model.py)
+    perceptual_weight: float = 0.0
+    perceptual_weights: str = "data/lpips/alexnet.npz"
 
 
 @dataclass

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 
 from pipeline.flops import forward_flops, training_flops
-from pipeline.model import build_model
+from pipeline.networks import build_model
 from tests.test_model import model_cfg
 
 

