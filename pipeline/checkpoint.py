@@ -27,11 +27,25 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.atomic import atomic_dir, recover_dir
 from pipeline.errors import PipelineError
 
+# Settings added after checkpoints already existed, with the value that does nothing: left out of
+# the fingerprint at that value, so a run started before the setting existed still resumes.
+NEUTRAL = {"model": {"perceptual_weight": 0.0}}
+# ... and settings that only matter beside another one (the LPIPS weights file with no LPIPS term)
+ONLY_WITH = {"model": {"perceptual_weights": "perceptual_weight"}}
+
 
 def fingerprint(cfg: DictConfig, data_version: str) -> str:
     """What makes two trainings the same: model and train settings (not resume) plus the data."""
     settings = OmegaConf.to_container(cfg, resolve=True)
     settings["train"] = {k: v for k, v in settings["train"].items() if k != "resume"}
+    for group, neutral in NEUTRAL.items():
+        values = settings[group]
+        for key, value in neutral.items():
+            if key in values and values[key] == value:
+                del values[key]
+        for key, needs in ONLY_WITH.get(group, {}).items():
+            if needs not in values:
+                values.pop(key, None)
     blob = json.dumps(
         {"model": settings["model"], "train": settings["train"], "data": data_version},
         sort_keys=True,
