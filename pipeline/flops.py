@@ -30,3 +30,11 @@ def training_flops(encoder: keras.Model, decoder: keras.Model) -> int:
     """Per image and training step: the forward pass and a backward pass of about twice its cost
     (the gradients of the inputs and of the weights)."""
     return 3 * (forward_flops(encoder) + forward_flops(decoder))
+
+
+def perceptual_training_flops(image_size: int) -> int:
+    """The LPIPS term per image and training step: AlexNet's forward pass on x and on x̂, and
+    x̂'s backward pass to the pixels (no weight gradients: the network is frozen), ≈ 3 forward."""
+    from pipeline.perceptual import trunk
+
+    return 3 * forward_flops(trunk(image_size))

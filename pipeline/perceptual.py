@@ -130,37 +130,48 @@ def save_weights(weights: dict[str, np.ndarray], path: Path) -> None:
         np.savez(tmp, **weights)
 
 
-def build_lpips(weights: dict[str, np.ndarray]) -> keras.Model:
-    """(x, y) in [0, 1], N×H×W×3 → LPIPS distance per image (N,). Frozen; float32 throughout."""
-    x_in = keras.Input((None, None, 3), name="x")
-    y_in = keras.Input((None, None, 3), name="y")
-    convs = []
-    for i, (filters, kernel, stride, pad) in enumerate(CONVS):
-        conv = keras.layers.Conv2D(
-            filters, kernel, strides=stride, activation="relu", name=f"conv{i}", dtype="float32"
+def _layers() -> tuple[list[tuple[Any, Any]], list[Any], Any]:
+    """AlexNet's convs (each after its zero padding), the LPIPS linear heads, the max pooling."""
+    convs = [
+        (
+            keras.layers.ZeroPadding2D(pad, dtype="float32"),
+            keras.layers.Conv2D(
+                filters, kernel, strides=stride, activation="relu", name=f"conv{i}", dtype="float32"
+            ),
         )
-        convs.append((keras.layers.ZeroPadding2D(pad, dtype="float32"), conv))
+        for i, (filters, kernel, stride, pad) in enumerate(CONVS)
+    ]
     lins = [
         keras.layers.Conv2D(1, 1, use_bias=False, name=f"lin{i}", dtype="float32")
         for i in range(len(CONVS))
     ]
-    pool = keras.layers.MaxPooling2D(3, 2, dtype="float32")
+    return convs, lins, keras.layers.MaxPooling2D(3, 2, dtype="float32")
 
-    def features(image: Any) -> list[Any]:
-        h = (ops.cast(image, "float32") * 2.0 - 1.0 - SHIFT) / SCALE
-        out = []
-        for i, (padding, conv) in enumerate(convs):
-            h = conv(padding(h))
-            out.append(h)
-            if i in POOL_AFTER:
-                h = pool(h)
-        return out
+
+def _features(convs: list[tuple[Any, Any]], pool: Any, image: Any) -> list[Any]:
+    """The five ReLU outputs LPIPS compares, for images in [0, 1]."""
+    h = (ops.cast(image, "float32") * 2.0 - 1.0 - SHIFT) / SCALE
+    out = []
+    for i, (padding, conv) in enumerate(convs):
+        h = conv(padding(h))
+        out.append(h)
+        if i in POOL_AFTER:
+            h = pool(h)
+    return out
+
+
+def build_lpips(weights: dict[str, np.ndarray]) -> keras.Model:
+    """(x, y) in [0, 1], N×H×W×3 → LPIPS distance per image (N,). Frozen; float32 throughout."""
+    x_in = keras.Input((None, None, 3), name="x")
+    y_in = keras.Input((None, None, 3), name="y")
+    convs, lins, pool = _layers()
 
     def unit(f: Any) -> Any:
         return f / (ops.sqrt(ops.sum(ops.square(f), axis=-1, keepdims=True)) + 1e-10)
 
     distance = 0.0
-    for lin, fx, fy in zip(lins, features(x_in), features(y_in), strict=True):
+    pairs = zip(lins, _features(convs, pool, x_in), _features(convs, pool, y_in), strict=True)
+    for lin, fx, fy in pairs:
         distance = distance + ops.mean(lin(ops.square(unit(fx) - unit(fy))), axis=(1, 2, 3))
     model = keras.Model([x_in, y_in], distance, name="lpips")
     for i, (_, conv) in enumerate(convs):
@@ -168,6 +179,15 @@ def build_lpips(weights: dict[str, np.ndarray]) -> keras.Model:
         lins[i].set_weights([weights[f"lin{i}/kernel"]])
     model.trainable = False
     return model
+
+
+def trunk(image_size: int) -> keras.Model:
+    """One image's branch (the convs and their linear heads) at a fixed size, untrained: what
+    `flops` counts."""
+    image = keras.Input((image_size, image_size, 3))
+    convs, lins, pool = _layers()
+    heads = [lin(f) for lin, f in zip(lins, _features(convs, pool, image), strict=True)]
+    return keras.Model(image, heads)
 
 
 def main(argv: list[str]) -> None:

@@ -39,3 +39,15 @@ def test_decoder_res_blocks_add_depth_where_asked_and_count_flops() -> None:
     # the seed model's big Dense dominates: 2·16384·2048 of its forward FLOPs
     seed = build_model(model_cfg())
     assert training_flops(*seed) > 3 * 2 * 16384 * 2048
+
+
+def test_the_perceptual_term_costs_three_alexnet_passes() -> None:
+    from pipeline.flops import perceptual_training_flops
+
+    # 64 px: conv0 15x15 (11x11x3 → 64), pool 7x7, conv1 7x7 (5x5x64 → 192), pool 3x3, then
+    # three 3x3 convs (192 → 384 → 256 → 256) and a 1x1 head per layer
+    convs = 2 * (
+        15 * 15 * 121 * 3 * 64 + 7 * 7 * 25 * 64 * 192 + 9 * 9 * (192 * 384 + 384 * 256 + 256 * 256)
+    )
+    heads = 2 * (15 * 15 * 64 + 7 * 7 * 192 + 9 * (384 + 256 + 256))
+    assert perceptual_training_flops(64) == 3 * (convs + heads)
