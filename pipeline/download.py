@@ -29,7 +29,7 @@ from pipeline.atomic import atomic_dir, write_text_atomic
 from pipeline.checksums import content_digest, file_sha256
 from pipeline.errors import DownloadError, exit_on_pipeline_error
 from pipeline.fetch import DownloadSettings, fetch
-from pipeline.lfw import IMAGE_NAME, IMAGES_DIRNAME
+from pipeline.lfw import IMAGE_NAME, IMAGES_DIRNAME, recorded_source
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,9 @@ def download_images(cfg: DictConfig, raw_dir: Path, downloads: Path) -> dict:
                 out_dir,
                 summary["images"],
             )
-            return {"source": previous_source(raw_dir), **summary}
+            # a rerun over verified images keeps naming the source that delivered them
+            source = recorded_source(raw_dir) or "already present (source not recorded)"
+            return {"source": source, **summary}
         except DownloadError as err:
             log.warning("existing %s does not verify (%s): fetching again", out_dir, err)
     failures = []
@@ -176,15 +178,6 @@ def download_images(cfg: DictConfig, raw_dir: Path, downloads: Path) -> dict:
         + "\n".join(failures)
         + "\nadd a working mirror, e.g. data.download.sources='[/path/to/lfw-deepfunneled.tgz]'"
     )
-
-
-def previous_source(raw_dir: Path) -> str:
-    """Where images already on disk came from, as the last download.json recorded it: a rerun
-    that finds them verified keeps naming the source that delivered them."""
-    try:
-        return str(json.loads((raw_dir / "download.json").read_text())["source"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return "already present (source not recorded)"
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

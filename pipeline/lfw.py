@@ -5,6 +5,7 @@ Used by download (to verify an extracted archive) and prepare (to read it) alike
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -31,3 +32,12 @@ def list_images(root: Path) -> list[tuple[str, int]]:
 
 def image_path(root: Path | str, key: tuple[str, int]) -> str:
     return f"{root}{os.sep}{key[0]}{os.sep}{key[0]}_{key[1]:04d}.jpg"
+
+
+def recorded_source(raw_dir: Path) -> str | None:
+    """The source the download stage got the images from, as its download.json records it;
+    None where there is no readable record (images placed by hand)."""
+    try:
+        return str(json.loads((raw_dir / "download.json").read_text())["source"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

@@ -31,7 +31,7 @@ from pipeline.atomic import atomic_path, write_text_atomic
 from pipeline.attributes import parse_attributes
 from pipeline.errors import PrepareError, exit_on_pipeline_error
 from pipeline.images import save_grid
-from pipeline.lfw import IMAGES_DIRNAME, image_path, list_images
+from pipeline.lfw import IMAGES_DIRNAME, image_path, list_images, recorded_source
 
 log = logging.getLogger(__name__)
 
@@ -167,15 +167,6 @@ def person_disjoint_split(persons: np.ndarray, ratios: dict[str, float], seed: i
 # --------------------------------------------------------------------------- the stage
 
 
-def download_source(raw_dir: Path) -> str:
-    """The source the download stage got the images from (its download.json), carried into the
-    prepared file so every run can record where its faces came from."""
-    try:
-        return str(json.loads((raw_dir / "download.json").read_text())["source"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return "unknown (no download.json: images placed by hand)"
-
-
 def prepare(cfg: DictConfig, raw_dir: Path, out_dir: Path, reports_dir: Path) -> dict:
     p = cfg.prepare
     if p.resample not in RESAMPLE:
@@ -251,7 +242,10 @@ def prepare(cfg: DictConfig, raw_dir: Path, out_dir: Path, reports_dir: Path) ->
             attributes=scores,
             attribute_names=np.asarray(names, dtype=str),
             split=split,
-            source=np.asarray(download_source(raw_dir)),
+            # carried into the file so every run can record where its faces came from
+            source=np.asarray(
+                recorded_source(raw_dir) or "unknown (no download.json: images placed by hand)"
+            ),
         )
     grid_n = min(p.grid * p.grid, len(images))
     pick = np.random.default_rng(p.split.seed).choice(len(images), size=grid_n, replace=False)
