@@ -228,10 +228,15 @@ def fid_unavailable_reason() -> str | None:
 def _inception():
     import torch
 
-    net = torch.jit.load(str(fid_network_path()), map_location="cpu").eval()
-    # frozen (batch norms folded into the convolutions) and fed channels-last: the same features
-    # to float32 round-off, in fewer passes over memory (benchmarks/machine.py measures both)
-    return torch.jit.freeze(net)
+    from pipeline.inception import rebuild
+
+    scripted = torch.jit.load(str(fid_network_path()), map_location="cpu").eval()
+    # the same network with its batch norms folded and no layout changes inside, traced and
+    # frozen (which fuses each conv with its ReLU), fed channels-last: the same features to
+    # float32 round-off, in fewer passes over memory (benchmarks/machine.py measures both)
+    example = torch.zeros(1, 3, 299, 299).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        return torch.jit.freeze(torch.jit.trace(rebuild(scripted), example))
 
 
 def inception_features(
