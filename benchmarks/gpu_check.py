@@ -12,7 +12,9 @@ working tree (64 MiB in all):
 a plain array and do not fit the 64 MiB a device call carries, JPEG does (lossy: the run trains on
 re-encoded faces; `score` judges it against the real, lossless test and validation faces). It also
 downloads the pure-Python and manylinux wheels the training code needs beyond JAX and NumPy (Keras,
-OmegaConf, Hydra, ...) for Python 3.12.
+OmegaConf, Hydra, ...) for Python 3.12, and copies the LPIPS weights of the default loss
+(data/lpips/alexnet.npz, 9.4 MiB, made by `python -m pipeline.lpips`) beside the faces; `train`
+uses the bundle's copy when it is there.
 
 `train` composes conf/ (the default model unless overrides say otherwise), builds the same compiled
 VAE that `pipeline.train` trains, feeds it through the same `TrainingInput`, and for each batch
@@ -42,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 BUNDLE = ROOT / ".gpu"
+LPIPS_NAME = "alexnet.npz"  # the LPIPS weights, beside the faces in the bundle
 # what the training code imports beyond JAX and NumPy, pinned as constraints.txt pins them
 WHEELS = [
     "keras",
@@ -86,7 +89,9 @@ def pinned(name: str) -> str:
     return name
 
 
-def pack(faces_path: Path, out: Path, quality: int, wheels: bool) -> None:
+def pack(faces_path: Path, out: Path, quality: int, wheels: bool, lpips: Path) -> None:
+    import shutil
+
     import numpy as np
 
     from pipeline.dataset import load_faces
@@ -108,6 +113,14 @@ def pack(faces_path: Path, out: Path, quality: int, wheels: bool) -> None:
     print(
         f"{out / 'faces.npz'}: {keep.sum()} faces as JPEG q{quality}, {len(blob) / 2**20:.1f} MiB"
     )
+    if lpips.is_file():
+        shutil.copyfile(lpips, out / LPIPS_NAME)
+        print(f"{out / LPIPS_NAME}: the LPIPS weights, {lpips.stat().st_size / 2**20:.1f} MiB")
+    else:
+        print(
+            f"no {lpips}: the default model's LPIPS term needs it there (`python -m pipeline.lpips`"
+            " here first), or train with model.perceptual_weight=0"
+        )
     if wheels:
         target = out / "wheels"
         cmd = [
@@ -165,7 +178,9 @@ def compose(overrides: list[str]):
         return hydra_compose("config", overrides)
 
 
-def train_one(faces, batch: int, epochs: int, overrides: list[str], out: Path) -> dict:
+def train_one(
+    faces, faces_dir: Path, batch: int, epochs: int, overrides: list[str], out: Path
+) -> dict:
     import keras
     import numpy as np
 
@@ -176,11 +191,13 @@ def train_one(faces, batch: int, epochs: int, overrides: list[str], out: Path) -
     from pipeline.schema import validate_train_config
 
     lr = 5e-4 * math.sqrt(batch / 64)
+    lpips = faces_dir / LPIPS_NAME
     cfg = compose(
         [
             f"train.batch_size={batch}",
             f"train.epochs={epochs}",
             f"train.learning_rate={lr}",
+            *([f"model.perceptual_weights={lpips.resolve()}"] if lpips.is_file() else []),
             *overrides,
         ]
     )
@@ -271,7 +288,9 @@ def train_all(args: argparse.Namespace) -> None:
     results = []
     for batch in [int(b) for b in args.batch_sizes.split(",")]:
         print(f"batch {batch}: {args.epochs} epochs", flush=True)
-        results.append(train_one(faces, batch, args.epochs, args.overrides, args.out))
+        results.append(
+            train_one(faces, args.data.parent, batch, args.epochs, args.overrides, args.out)
+        )
     print("\n| device | backend | batch | lr | img/s | epoch s | first epoch s | total s |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
@@ -325,6 +344,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=BUNDLE)
     p.add_argument("--quality", type=int, default=95)
     p.add_argument("--no-wheels", action="store_true", help="only the faces")
+    p.add_argument("--lpips", type=Path, default=ROOT / "data" / "lpips" / LPIPS_NAME)
     t = sub.add_parser("train", help="on the device (or --cpu): train and time each batch size")
     t.add_argument("--data", type=Path, default=BUNDLE / "faces.npz")
     t.add_argument("--epochs", type=int, default=50)
@@ -339,7 +359,7 @@ def main() -> None:
     s.add_argument("overrides", nargs="*", help="Hydra overrides (e.g. evaluate.n_samples=500)")
     args = parser.parse_args()
     if args.step == "pack":
-        pack(args.faces, args.out, args.quality, not args.no_wheels)
+        pack(args.faces, args.out, args.quality, not args.no_wheels, args.lpips)
     elif args.step == "train":
         train_all(args)
     else:

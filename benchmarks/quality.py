@@ -4,6 +4,7 @@ and from the ex-post mixture, FID of reconstructions, PSNR, SSIM, −ELBO, activ
 process per stage, on the prepared data in data/prepared.
 
     python benchmarks/quality.py                                # the README's results table (50 epochs)
+    python benchmarks/quality.py train.seed=43 --out reports/quality-s43   # its second seed
     python benchmarks/quality.py --epochs 8 --arms conv,conv-gaussian --out reports/quality-screen
     python benchmarks/quality.py --list
 
@@ -36,7 +37,13 @@ ARMS: dict[str, list[str]] = {
     "conv-bce-sum": [*CONV, "model.likelihood=bce_sum"],
     "conv-gaussian-ema": [*CONV, "model.likelihood=gaussian", "train.ema=0.999"],
     "conv-ema": [*CONV, "train.ema=0.999"],
-    "sigma": ["model=sigma_vae", "train.learning_rate=5e-4", "train.lr_schedule=cosine"],
+    # the previous default: sigma_vae without its perceptual term
+    "sigma": [
+        "model=sigma_vae",
+        "model.perceptual_weight=0",
+        "train.learning_rate=5e-4",
+        "train.lr_schedule=cosine",
+    ],
 }
 # the levers of the quality issue, one at a time on top of `sigma`, then together
 SIGMA = ARMS["sigma"]
@@ -50,18 +57,23 @@ ARMS |= {
         "train.hflip=true",
         "model.decoder_res_blocks=[0,1,1]",
     ],
+    # today's default: sigma_vae with an LPIPS term at λ = 1,000
+    "sigma-lpips": [*SIGMA[:1], "model.perceptual_weight=1000", *SIGMA[2:]],
 }
-DEFAULT_ARMS = ["seed", "conv", "sigma"]
+DEFAULT_ARMS = ["seed", "sigma", "sigma-lpips"]
 
 COLUMNS = [
+    ("val_fid", "val FID", "{:.1f}"),
     ("fid_prior", "FID prior", "{:.1f}"),
     ("fid_gmm", "FID GMM", "{:.1f}"),
+    ("fid_inf", "FID∞", "{:.1f}"),
     ("fid_reconstructions", "FID recon.", "{:.1f}"),
     ("kid_prior", "KID prior", "{:.3f}"),
     ("kid_gmm", "KID GMM", "{:.3f}"),
     ("psnr", "PSNR dB", "{:.2f}"),
     ("ssim", "SSIM", "{:.3f}"),
     ("neg_elbo_nats", "−ELBO nats", "{:.1f}"),
+    ("neg_elbo_bits_per_dim", "−ELBO bits/dim", "{:.2f}"),
     ("active_units", "active units", "{:d}"),
     ("train_minutes", "train min", "{:.1f}"),
 ]

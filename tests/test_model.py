@@ -296,7 +296,7 @@ def test_the_perceptual_term_enters_the_loss_with_its_weight_and_trains(tmp_path
     import pickle
 
     from pipeline import perceptual
-    from tests.test_perceptual import random_tree, sdist_with
+    from tests.lpips_fixtures import random_tree, sdist_with
 
     source = sdist_with(tmp_path, pickle.dumps(random_tree()))
     lpips = perceptual.build_lpips(perceptual.read_checkpoint(source))
@@ -332,7 +332,7 @@ def test_bad_perceptual_weight_is_one_clear_error(weight: float, message: str) -
 
 def test_a_perceptual_term_without_its_weights_file_stops_before_any_work(tmp_path) -> None:
     cfg = model_cfg(perceptual_weight=10.0, perceptual_weights=str(tmp_path / "none.npz"))
-    with pytest.raises(PipelineError, match=r"none\.npz do not exist: convert them once"):
+    with pytest.raises(PipelineError, match=r"none\.npz do not exist: fetch and convert them with `python -m pipeline.lpips`"):
         validate_model_config(cfg, 64)
     # images LPIPS's AlexNet would pool away (a floating-point crash in oneDNN otherwise)
     with pytest.raises(PipelineError, match="needs images of at least 31 px"):
