@@ -5,9 +5,11 @@
 
 Prints, for the machine it runs on: the CPU (lscpu model, AVX-512 or not, cores), a measured FP32
 matrix-multiply peak (NumPy SGEMM, GFLOP/s), the default model's training step (pipeline.model's
-`compiled_vae`, the conf/ defaults resolved for this device) in img/s and GFLOP/s as a fraction of
-that peak, the same network and loss in PyTorch (the peer) as a ratio, and the FID Inception
-network's img/s as `pipeline.metrics` runs it (frozen, channels-last) against the plain TorchScript.
+`compiled_vae`, the conf/ defaults resolved for this device, without the LPIPS term: the network
+and likelihood the peer has) in img/s and GFLOP/s as a fraction of that peak, the same network and
+loss in PyTorch (the peer) as a ratio, and the FID Inception network's img/s as `pipeline.metrics`
+runs it (rebuilt with folded batch norms, traced, frozen, channels-last) against the plain
+TorchScript.
 Random 64x64 batches, a warm-up, then timed steps. One JSON line at the end.
 """
 
@@ -56,7 +58,9 @@ def _timed(fn) -> float:
 
 
 def keras_step(batch: int, steps: int) -> tuple[float, int]:
-    """img/s of the project's compiled training step with conf/'s defaults, and its FLOPs/image."""
+    """img/s of the project's compiled training step with conf/'s defaults, and its FLOPs/image;
+    the perceptual term is left out (the PyTorch peer has none; flops.perceptual_training_flops
+    counts what it adds)."""
     from hydra import compose, initialize_config_dir
 
     from pipeline.device import resolve_device_settings, set_numerics
@@ -64,7 +68,7 @@ def keras_step(batch: int, steps: int) -> tuple[float, int]:
     from pipeline.model import compiled_vae
 
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", [f"train.batch_size={batch}"])
+        cfg = compose("config", [f"train.batch_size={batch}", "model.perceptual_weight=0"])
     cfg = resolve_device_settings(cfg)
     set_numerics(cfg)
     vae = compiled_vae(cfg, 64, steps_per_epoch=steps)

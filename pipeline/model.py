@@ -207,7 +207,9 @@ class VAE(keras.Model):
         )
 
     def call(self, x: Any, training: bool = False) -> tuple[Any, ...]:
-        # x̂, μ, log σ² (+ a learned σ, read here: JAX's compute_metrics sees no model variables)
+        # x̂, μ, log σ², then a learned σ and the per-face LPIPS distance when the model has them:
+        # both computed here because JAX's compute_metrics sees no model variables (σ, the frozen
+        # LPIPS network's weights), only the metrics'
         z_mean, z_log_var = self.encoder(x, training=training)
         # the noise and z stay float32 under mixed precision; the decoder casts z to its compute dtype
         z_mean, z_log_var = ops.cast(z_mean, "float32"), ops.cast(z_log_var, "float32")
@@ -217,7 +219,12 @@ class VAE(keras.Model):
         z = z_mean + ops.exp(0.5 * z_log_var) * eps
         x_hat = self.decoder(z, training=training)
         learned = () if self.log_sigma is None else (self.effective_log_sigma(),)
-        return x_hat, z_mean, z_log_var, *learned
+        distance = (
+            ()
+            if self.perceptual is None
+            else (self.perceptual([ops.cast(x, "float32"), ops.cast(x_hat, "float32")]),)
+        )
+        return x_hat, z_mean, z_log_var, *learned, *distance
 
     def effective_log_sigma(self) -> Any:
         """log σ of the Gaussian likelihood as the loss uses it (the floor applied); None otherwise."""
@@ -240,17 +247,13 @@ class VAE(keras.Model):
 
     def loss_terms(self, x: Any, y_pred: tuple[Any, ...]) -> tuple[Any, Any, Any]:
         """Batch means of -log p(x|z), KL and LPIPS(x, x̂) (0 without a perceptual term)."""
-        x_hat, z_mean, z_log_var, *learned = y_pred
-        # a learned σ comes with the forward pass; BCE likelihoods have none
-        log_sigma = (
-            self.batch_log_sigma(x, x_hat) if self.optimal_sigma else next(iter(learned), None)
-        )
+        x_hat, z_mean, z_log_var, *extra = y_pred
+        # a learned σ and the LPIPS distances come with the forward pass (see call)
+        learned = extra.pop(0) if self.log_sigma is not None else None
+        log_sigma = self.batch_log_sigma(x, x_hat) if self.optimal_sigma else learned
         reconstruction = ops.mean(reconstruction_nll(x, x_hat, self.likelihood, log_sigma))
         kl = ops.mean(kl_divergence(ops.cast(z_mean, "float32"), ops.cast(z_log_var, "float32")))
-        perceptual = 0.0
-        if self.perceptual is not None:
-            x_hat32 = ops.cast(x_hat, "float32")
-            perceptual = ops.mean(self.perceptual([ops.cast(x, "float32"), x_hat32]))
+        perceptual = 0.0 if self.perceptual is None else ops.mean(extra.pop(0))
         return reconstruction, kl, perceptual
 
     def compute_loss(

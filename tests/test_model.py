@@ -18,6 +18,8 @@ from pipeline.model import (
 )
 from pipeline.networks import build_model
 
+NO_LPIPS = "model.perceptual_weight=0"  # tests of training knobs run the network alone
+
 
 def model_cfg(**kw: object):
     base = {
@@ -177,23 +179,33 @@ def test_the_log_variance_clip_still_pulls_back_what_ran_past_it() -> None:
 
 
 JAX_STEP = """
+import tempfile
+from pathlib import Path
 import numpy as np, keras
 from omegaconf import OmegaConf
+from pipeline import perceptual
 from pipeline.model import VAE
 from pipeline.networks import build_model
+from tests.lpips_fixtures import random_sdist
 assert keras.backend.backend() == "jax"
-for name, likelihood in [("seed", "bce_channel_mean"), ("conv", "gaussian")]:
+lpips = perceptual.build_lpips(perceptual.read_checkpoint(random_sdist(Path(tempfile.mkdtemp()))))
+for label, name, likelihood, size, weight in [
+    ("seed", "seed", "bce_channel_mean", 16, 0.0),
+    ("conv", "conv", "gaussian", 16, 0.0),
+    ("conv+lpips", "conv", "gaussian", 32, 10.0),  # the default's loss: LPIPS needs >= 31 px
+]:
     cfg = OmegaConf.create({"name": name, "latent_dim": 4, "beta": 1.0, "widths": [8, 16], "likelihood": likelihood})
-    vae = VAE(*build_model(cfg, 16), likelihood=likelihood, sigma_floor=0.04)
+    vae = VAE(*build_model(cfg, size), likelihood=likelihood, sigma_floor=0.04, perceptual=lpips, perceptual_weight=weight)
     vae.compile(optimizer=keras.optimizers.Adam(1e-3))
-    x = np.random.default_rng(0).random((8, 16, 16, 3)).astype("float32")
+    x = np.random.default_rng(0).random((8, size, size, 3)).astype("float32")
     before = [np.array(w) for w in vae.decoder.trainable_weights]
     logs = vae.train_on_batch(x, return_dict=True)
     changed = any(not np.allclose(b, np.array(w)) for b, w in zip(before, vae.decoder.trainable_weights))
     # fit() frees the model's variables while it runs, so the metrics must not read them
     fit = vae.fit(x, validation_data=(x,), epochs=1, batch_size=4, verbose=0).history
     assert np.isfinite(fit["val_loss"][0]) and np.isfinite(fit["reconstruction"][0])
-    print(name, "loss", float(logs["loss"]), "kl", float(logs["kl"]), "changed", changed)
+    assert ("val_perceptual" in fit) == (weight > 0)
+    print(label, "loss", float(logs["loss"]), "kl", float(logs["kl"]), "changed", changed)
 """
 
 
@@ -211,7 +223,7 @@ def test_model_and_loss_run_under_jax() -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [line.split() for line in proc.stdout.splitlines() if " loss " in line]
-    assert [line[0] for line in lines] == ["seed", "conv"]
+    assert [line[0] for line in lines] == ["seed", "conv", "conv+lpips"]
     for line in lines:
         # a finite loss and a real gradient step
         assert np.isfinite(float(line[2])) and line[-1] == "True"
@@ -230,6 +242,7 @@ def test_weight_ema_is_what_training_leaves_in_the_model() -> None:
             "model.latent_dim=4",
             "train.ema=0.9",
             "train.steps_per_execution=1",
+            "model.perceptual_weight=0",  # training knobs, on the network alone
         ]
     )
     cfg = validate_train_config(cfg, 16)
@@ -250,7 +263,7 @@ def test_ema_outside_zero_one_is_one_clear_error(value: float) -> None:
     from pipeline.schema import validate_train_config
 
     with pytest.raises(PipelineError, match=r"train.ema=.* must be a number in \[0, 1\)"):
-        validate_train_config(compose_config([f"train.ema={value}"]), 64)
+        validate_train_config(compose_config([f"train.ema={value}", NO_LPIPS]), 64)
 
 
 def test_cosine_schedule_anneals_to_zero_over_the_run() -> None:
@@ -270,7 +283,13 @@ def test_cosine_schedule_drives_the_optimizer_step() -> None:
     from pipeline.schema import validate_train_config
 
     cfg = compose_config(
-        ["model.widths=[8,16]", "model.latent_dim=4", "train.lr_schedule=cosine", "train.epochs=2"]
+        [
+            "model.widths=[8,16]",
+            "model.latent_dim=4",
+            "train.lr_schedule=cosine",
+            "train.epochs=2",
+            NO_LPIPS,
+        ]
     )
     vae = compiled_vae(validate_train_config(cfg, 16), 16, steps_per_epoch=3)
     x = np.random.default_rng(0).random((8, 16, 16, 3)).astype(np.float32)
@@ -289,7 +308,7 @@ def test_unknown_lr_schedule_is_one_clear_error() -> None:
     with pytest.raises(
         PipelineError, match=r"train.lr_schedule='step' is invalid.*constant or cosine"
     ):
-        validate_train_config(compose_config(["train.lr_schedule=step"]), 64)
+        validate_train_config(compose_config(["train.lr_schedule=step", NO_LPIPS]), 64)
 
 
 def test_the_perceptual_term_enters_the_loss_with_its_weight_and_trains(tmp_path) -> None:
@@ -332,7 +351,10 @@ def test_bad_perceptual_weight_is_one_clear_error(weight: float, message: str) -
 
 def test_a_perceptual_term_without_its_weights_file_stops_before_any_work(tmp_path) -> None:
     cfg = model_cfg(perceptual_weight=10.0, perceptual_weights=str(tmp_path / "none.npz"))
-    with pytest.raises(PipelineError, match=r"none\.npz do not exist: fetch and convert them with `python -m pipeline.lpips`"):
+    with pytest.raises(
+        PipelineError,
+        match=r"none\.npz do not exist: fetch and convert them with `python -m pipeline.lpips`",
+    ):
         validate_model_config(cfg, 64)
     # images LPIPS's AlexNet would pool away (a floating-point crash in oneDNN otherwise)
     with pytest.raises(PipelineError, match="needs images of at least 31 px"):
