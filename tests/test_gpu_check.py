@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from tests.lfw_fixtures import write_tiny_prepared
+from tests.lpips_fixtures import random_sdist
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
@@ -65,10 +66,23 @@ def test_pins_for_the_wheels_come_from_constraints() -> None:
 
 def test_cpu_run_under_jax_trains_times_and_scores(tmp_path: Path) -> None:
     pytest.importorskip("jax")
-    prepared = write_tiny_prepared(tmp_path / "prepared" / "faces.npz")
-    assert (
-        run("pack", "--faces", str(prepared), "--out", str(tmp_path), "--no-wheels").returncode == 0
+    from pipeline import perceptual
+
+    # 32 px: the smallest faces the default's LPIPS term takes; its weights travel in the bundle
+    prepared = write_tiny_prepared(tmp_path / "prepared" / "faces.npz", size=32)
+    weights = tmp_path / "lpips.npz"
+    perceptual.save_weights(perceptual.read_checkpoint(random_sdist(tmp_path)), weights)
+    packed = run(
+        "pack",
+        "--faces",
+        str(prepared),
+        "--out",
+        str(tmp_path),
+        "--no-wheels",
+        "--lpips",
+        str(weights),
     )
+    assert packed.returncode == 0 and (tmp_path / "alexnet.npz").exists(), packed.stderr[-3000:]
     out = tmp_path / "out"
     proc = run(
         "train",
@@ -91,6 +105,7 @@ def test_cpu_run_under_jax_trains_times_and_scores(tmp_path: Path) -> None:
         assert timing["backend"] == "jax" and timing["batch_size"] == batch
         assert timing["learning_rate"] == pytest.approx(rate)
         assert [r["epoch"] for r in timing["history"]] == [1, 2]
+        assert all(r["perceptual"] > 0 for r in timing["history"])  # LPIPS ran under JAX
         assert timing["img_per_s"] > 0 and timing["epoch_s"] > 0
         card = json.loads((out / f"b{batch}" / "vae.json").read_text())
         assert card["latent_dim"] == 4 and card["likelihood"] == "gaussian"

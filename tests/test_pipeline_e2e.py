@@ -30,7 +30,7 @@ def settings(server_url: str, n_images: int, lpips_sha256: str) -> list[str]:
         "data.download.backoff_s=0.01",
         "data.expected_attributes=3",
         f"data.expected_attribute_rows={n_images}",
-        "data.prepare.size=16",
+        "data.prepare.size=32",  # the default loss's LPIPS term needs >= 31 px
         "data.prepare.split.train=0.6",
         "data.prepare.split.val=0.2",
         "data.prepare.split.test=0.2",
@@ -83,7 +83,7 @@ def test_dvc_repro_runs_the_pipeline_and_exp_run_sets_params(
     assert len(lpips_sdist.requests) == 1 and (project / "data/lpips/alexnet.npz").exists()
     with np.load(project / "data/prepared/faces.npz") as npz:
         images, split, person = npz["images"], npz["split"], npz["person"]
-    assert images.shape == (n, 16, 16, 3) and images.dtype == np.uint8
+    assert images.shape == (n, 32, 32, 3) and images.dtype == np.uint8
     groups = [set(person[split == s].tolist()) for s in ("train", "val", "test")]
     assert all(groups) and not (
         groups[0] & groups[1] or groups[0] & groups[2] or groups[1] & groups[2]
@@ -101,6 +101,9 @@ def test_dvc_repro_runs_the_pipeline_and_exp_run_sets_params(
     # the run names the source the download stage got the images from, carried by prepare
     assert only.data.params["data.source"].endswith("/lfw-deepfunneled.tgz")
     assert len(MlflowClient().get_metric_history(only.info.run_id, "val_loss")) == 2
+    # the default loss carries its LPIPS term, with the weights the lpips stage converted
+    assert float(only.data.params["model.perceptual_weight"]) > 0
+    assert len(MlflowClient().get_metric_history(only.info.run_id, "val_perceptual")) == 2
     # evaluation wrote DVC metrics and logged the same numbers into the training run
     metrics = json.loads((project / "reports/metrics.json").read_text())
     assert only.data.metrics["test_mse"] == metrics["mse"] and metrics["test_images"] > 0
