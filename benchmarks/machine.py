@@ -3,14 +3,17 @@
     python benchmarks/machine.py                 # about 2 minutes on 2 cores
     python benchmarks/machine.py --steps 8 --batch 16 --inception 20   # a quick look
 
-Prints, for the machine it runs on: the CPU (lscpu model, AVX-512 or not, cores), a measured FP32
-matrix-multiply peak (NumPy SGEMM, GFLOP/s), the default model's training step (pipeline.model's
+Prints, for the machine it runs on: the CPU (lscpu model, AVX2, AVX-512, AMX, cores), a measured
+FP32 matrix-multiply peak (NumPy SGEMM, GFLOP/s), the default model's training step (pipeline.model's
 `compiled_vae`, the conf/ defaults resolved for this device, without the LPIPS term: the network
-and likelihood the peer has) in img/s and GFLOP/s as a fraction of that peak, the same network and
+and likelihood the peer has) in img/s and GFLOP/s as a fraction of that peak, whether TensorFlow ran
+its oneDNN kernels (pipeline/__init__.py asks for them; TF_ENABLE_ONEDNN_OPTS=0 runs the Eigen ones
+to compare; ONEDNN_MAX_CPU_ISA=AVX2 makes oneDNN act as on an AVX2-only CPU), the same network and
 loss in PyTorch (the peer) as a ratio, and the FID Inception network's img/s as `pipeline.metrics`
 runs it (rebuilt with folded batch norms, traced, frozen, channels-last) against the plain
 TorchScript.
-Random 64x64 batches, a warm-up, then timed steps. One JSON line at the end.
+Random 64x64 batches, a warm-up, then --rounds timed rounds (the median counts). One JSON line at
+the end.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ def cpu() -> dict:
     )
     return {
         "cpu": model,
+        "avx2": "avx2" in flags,
         "avx512": "avx512f" in flags,
         "amx": "amx_tile" in flags,
         "cores": os.cpu_count(),
@@ -57,13 +61,13 @@ def _timed(fn) -> float:
     return time.perf_counter() - started
 
 
-def keras_step(batch: int, steps: int) -> tuple[float, int]:
-    """img/s of the project's compiled training step with conf/'s defaults, and its FLOPs/image;
-    the perceptual term is left out (the PyTorch peer has none; flops.perceptual_training_flops
-    counts what it adds)."""
+def keras_step(batch: int, steps: int, rounds: int) -> tuple[float, int, bool]:
+    """Median img/s over `rounds` of the project's compiled training step with conf/'s defaults,
+    its FLOPs/image and whether TensorFlow ran oneDNN kernels; the perceptual term is left out (the
+    PyTorch peer has none; flops.perceptual_training_flops counts what it adds)."""
     from hydra import compose, initialize_config_dir
 
-    from pipeline.device import resolve_device_settings, set_numerics
+    from pipeline.device import onednn_enabled, resolve_device_settings, set_numerics
     from pipeline.flops import training_flops
     from pipeline.model import compiled_vae
 
@@ -75,11 +79,13 @@ def keras_step(batch: int, steps: int) -> tuple[float, int]:
     spe = int(cfg.train.steps_per_execution)
     x = np.random.default_rng(0).random((batch * spe * max(1, steps // spe), 64, 64, 3), np.float32)
     vae.fit(x[: batch * spe], batch_size=batch, epochs=1, verbose=0)  # compile
-    seconds = _timed(lambda: vae.fit(x, batch_size=batch, epochs=1, verbose=0))
-    return len(x) / seconds, training_flops(vae.encoder, vae.decoder)
+    seconds = np.median(
+        [_timed(lambda: vae.fit(x, batch_size=batch, epochs=1, verbose=0)) for _ in range(rounds)]
+    )
+    return len(x) / seconds, training_flops(vae.encoder, vae.decoder), onednn_enabled()
 
 
-def torch_step(batch: int, steps: int) -> float:
+def torch_step(batch: int, steps: int, rounds: int) -> float:
     """img/s of the same network (conv widths 32/64/128, SiLU, latent 128, Gaussian likelihood
     with one learned σ, Adam) in PyTorch on this CPU: the peer the Keras step is compared with."""
     import torch
@@ -114,7 +120,8 @@ def torch_step(batch: int, steps: int) -> float:
 
     for _ in range(3):
         step()
-    return batch * steps / _timed(lambda: [step() for _ in range(steps)])
+    seconds = np.median([_timed(lambda: [step() for _ in range(steps)]) for _ in range(rounds)])
+    return batch * steps / seconds
 
 
 def inception(images: int) -> dict:
@@ -137,17 +144,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=48)
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds; the median counts")
     parser.add_argument("--inception", type=int, default=100, help="faces for the FID network")
     args = parser.parse_args()
     report = {**cpu(), "sgemm_gflop_s": sgemm_peak()}
-    img_s, flops = keras_step(args.batch, args.steps)
+    img_s, flops, onednn = keras_step(args.batch, args.steps, args.rounds)
     report |= {
+        "tf_onednn": onednn,
         "train_img_s": img_s,
         "train_gflop_per_img": flops / 1e9,
         "train_gflop_s": img_s * flops / 1e9,
     }
     report["fraction_of_sgemm"] = report["train_gflop_s"] / report["sgemm_gflop_s"]
-    report["torch_img_s"] = torch_step(args.batch, args.steps)
+    report["torch_img_s"] = torch_step(args.batch, args.steps, args.rounds)
     report["keras_over_torch"] = img_s / report["torch_img_s"]
     if args.inception:
         report |= inception(args.inception)

@@ -21,17 +21,27 @@ def describe_device() -> str:
         import tensorflow as tf
 
         gpus = tf.config.list_physical_devices("GPU")
-        return (
-            f"tensorflow: {len(gpus)} GPU ({', '.join(g.name for g in gpus)})"
-            if gpus
-            else "tensorflow: CPU"
-        )
+        if gpus:
+            return f"tensorflow: {len(gpus)} GPU ({', '.join(g.name for g in gpus)})"
+        return f"tensorflow: CPU, oneDNN {'on' if onednn_enabled() else 'off'}"
     if backend == "jax":
         import jax
 
         devices = jax.devices()
         return f"jax: {len(devices)} x {devices[0].device_kind}"
     return backend
+
+
+def onednn_enabled() -> bool:
+    """Whether TensorFlow runs its oneDNN kernels in this process (pipeline/__init__.py asks for
+    them on x86; TF_ENABLE_ONEDNN_OPTS=0 turns them off). False under other backends."""
+    if keras.backend.backend() != "tensorflow":
+        return False
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:  # a private module: a TensorFlow without it cannot tell
+        return False
+    return bool(_pywrap_util_port.IsMklEnabled())
 
 
 def cpu_has_bfloat16() -> bool:

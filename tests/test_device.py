@@ -1,5 +1,12 @@
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
+import sys
+
+import pytest
+
 from pipeline import device
 
 
@@ -29,3 +36,24 @@ def test_jit_compile_auto_is_resolved_to_what_runs(tiny_cfg, monkeypatch) -> Non
     assert device.resolve_device_settings(tiny_cfg()).train.jit_compile is True
     pinned = tiny_cfg("train.jit_compile=false")
     assert device.resolve_device_settings(pinned).train.jit_compile is False
+
+
+@pytest.mark.skipif(
+    platform.machine().lower() not in ("x86_64", "amd64"), reason="oneDNN is asked for on x86"
+)
+@pytest.mark.parametrize(("setting", "expected"), [(None, "on"), ("0", "off"), ("1", "on")])
+def test_tensorflow_runs_onednn_kernels_on_x86_unless_turned_off(setting, expected) -> None:
+    """TensorFlow picks oneDNN itself only on CPUs with AVX512_VNNI/BF16 or AMX; the package asks
+    for it everywhere on x86 (AVX2-only CPUs otherwise train on the slower Eigen kernels), and an
+    explicit TF_ENABLE_ONEDNN_OPTS still decides."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    if setting is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = setting
+    probe = (
+        "import os, pipeline; from pipeline.device import describe_device; "
+        "print(os.environ['TF_ENABLE_ONEDNN_OPTS'], describe_device())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert out == f"{setting or '1'} tensorflow: CPU, oneDNN {expected}"
