@@ -30,6 +30,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+import pipeline  # noqa: E402, F401  (sets TensorFlow's oneDNN flag before anything imports it)
 
 
 def cpu() -> dict:
