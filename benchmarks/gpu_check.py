@@ -60,10 +60,12 @@ WHEELS = [
     "packaging",
     "omegaconf",
     "hydra-core",
-    "antlr4-python3-runtime",
     "pyyaml",
     "tqdm",
 ]
+PLATFORMS = [f"manylinux_2_{n}_x86_64" for n in (28, 27, 17)] + ["manylinux2014_x86_64"]
+# pure-Python packages PyPI has only as source: built into a wheel here (pip wheel), not downloaded
+SOURCE_ONLY = ["antlr4-python3-runtime"]
 
 
 # --------------------------------------------------------------------------- pack (here)
@@ -132,15 +134,15 @@ def pack(faces_path: Path, out: Path, quality: int, wheels: bool, lpips: Path) -
             "--only-binary=:all:",
             "--python-version",
             "3.12",
-            "--platform",
-            "manylinux_2_17_x86_64",
-            "--platform",
-            "manylinux2014_x86_64",
+            # pip matches each manylinux tag exactly; newer wheels (optree) carry 2_28
+            *itertools.chain.from_iterable(("--platform", p) for p in PLATFORMS),
             "-d",
             str(target),
             *[pinned(w) for w in WHEELS],
         ]
         subprocess.run(cmd, check=True)
+        build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(target)]
+        subprocess.run([*build, *[pinned(w) for w in SOURCE_ONLY]], check=True)
         size = sum(p.stat().st_size for p in target.glob("*.whl"))
         print(f"{target}: {len(list(target.glob('*.whl')))} wheels, {size / 2**20:.1f} MiB")
 
