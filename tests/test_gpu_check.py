@@ -62,6 +62,10 @@ def test_pins_for_the_wheels_come_from_constraints() -> None:
     keras_pin = script.pinned("keras")
     assert keras_pin.startswith("keras==") and "+" not in keras_pin
     assert script.pinned("no-such-package") == "no-such-package"
+    # every wheel the device needs is pinned, so the bundle matches what CI tested; a name that
+    # dropped out of constraints.txt would be fetched at whatever version is newest
+    for name in [*script.WHEELS, *script.SOURCE_ONLY]:
+        assert "==" in script.pinned(name), f"{name} is not pinned in constraints.txt"
 
 
 def test_cpu_run_under_jax_trains_times_and_scores(tmp_path: Path) -> None:
