@@ -23,7 +23,8 @@ rate: 5e-4·sqrt(batch/64) (Adam's usual square-root rule), said in the output. 
 card and timings go to <out>/b<batch>/. `--cpu` runs it on the CPU (the test suite does, so the
 script is not broken when an accelerator comes).
 
-`score` fits each run's ex-post mixture on the training faces' codes and runs `evaluation.evaluate`
+`score` fits each run's ex-post mixture on the training faces' codes (saved beside its networks as
+sampler.npz, so each run folder reads like `models/`) and runs `evaluation.evaluate`
 (FID/KID from both samplers vs the test and validation faces, PSNR, SSIM, −ELBO), printing a table.
 """
 
@@ -320,6 +321,7 @@ def score(args: argparse.Namespace) -> None:
         z_val, _ = vae.encoder.predict(to_float(val.images), batch_size=256, verbose=0)
         mixture, _ = sampler.fit_gmm(z_train, z_val, list(cfg.sampler.components), cfg.sampler.seed)
         vae.mixture = mixture
+        mixture.save(folder / sampler.FILE)  # the folder is then a models/ folder (picture.py)
         result = evaluate(cfg, vae, faces, folder / "evaluation")
         timing = json.loads((folder / "timing.json").read_text())
         rows.append({**timing, **result})

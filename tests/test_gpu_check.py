@@ -134,3 +134,7 @@ def test_cpu_run_under_jax_trains_times_and_scores(tmp_path: Path) -> None:
     for s in scores:
         assert np.isfinite(s["fid"]) and np.isfinite(s["val_fid"]) and s["sampler"] == "gmm"
         assert (out / f"b{s['batch_size']}" / "evaluation" / "samples_t1.png").exists()
+        # the run folder now reads like models/: its mixture is what picture.py samples from
+        from pipeline.artifacts import load_local
+
+        assert load_local(out / f"b{s['batch_size']}").mixture is not None
