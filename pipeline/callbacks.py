@@ -22,10 +22,14 @@ METRICS = (
     "reconstruction",
     "kl",
     "perceptual",  # only with a perceptual term (model.perceptual_weight > 0)
+    "critic",  # these two only with a critic (model.adversarial_weight > 0): its hinge loss
+    "adversarial",  # and the decoder's term, −critic(x̂)
     "val_loss",
     "val_reconstruction",
     "val_kl",
     "val_perceptual",
+    "val_critic",
+    "val_adversarial",
 )
 QUICK_CODES, QUICK_COMPONENTS = 2000, 10  # the per-epoch sample grid's mixture (EpochEnd)
 

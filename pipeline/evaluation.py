@@ -36,7 +36,7 @@ from pipeline.latent import (
     predict,
     sample_faces,
 )
-from pipeline.model import LOG_2PI, kl_divergence, reconstruction_nll
+from pipeline.losses import LOG_2PI, kl_divergence, reconstruction_nll
 from pipeline.sampler import GaussianMixture
 
 log = logging.getLogger(__name__)

@@ -32,6 +32,12 @@ def training_flops(encoder: keras.Model, decoder: keras.Model) -> int:
     return 3 * (forward_flops(encoder) + forward_flops(decoder))
 
 
+def critic_training_flops(critic: keras.Model) -> int:
+    """The patch critic per image and training step: its forward pass on x, on x̂ detached and on
+    x̂ attached (≈ 3 forward), each with a backward pass of about twice that (weights and inputs)."""
+    return 3 * 3 * forward_flops(critic)
+
+
 def perceptual_training_flops(image_size: int) -> int:
     """The LPIPS term per image and training step: AlexNet's forward pass on x and on x̂, and
     x̂'s backward pass to the pixels (no weight gradients: the network is frozen), ≈ 3 forward."""

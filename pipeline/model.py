@@ -19,11 +19,10 @@ from keras import ops
 
 from pipeline.errors import PipelineError
 from pipeline.fused_adam import FusedAdam
-from pipeline.networks import MODELS, architecture, build_model
+from pipeline.losses import LIKELIHOODS, critic_hinge, kl_divergence, reconstruction_nll
+from pipeline.networks import MODELS, architecture, build_critic, build_model
 
-LIKELIHOODS = ("bce_channel_mean", "bce_sum", "gaussian")
 SIGMAS = ("learned", "optimal")  # how a gaussian likelihood gets its σ (model.sigma)
-LOG_2PI = math.log(2.0 * math.pi)
 # |log σ²| of q(z|x) is clipped here (σ from 4.5e-5 to 2.2e4), far outside anything a healthy run
 # reaches: it only stops one bad step from turning exp(log σ²) into inf and every weight into NaN
 LOG_VAR_LIMIT = 20.0
@@ -110,6 +109,26 @@ def validate_model_config(cfg: Any, image_size: int) -> None:
                 f"images are {image_size} px: set model.perceptual_weight=0"
             )
         load_weights(perceptual_weights_path(cfg))  # present and well-formed, before any work
+    adversarial = cfg.get("adversarial_weight", 0.0)
+    if (
+        isinstance(adversarial, bool)
+        or not isinstance(adversarial, int | float)
+        or not math.isfinite(adversarial)
+        or adversarial < 0
+    ):
+        raise PipelineError(
+            f"model.adversarial_weight={adversarial!r} must be a finite number >= 0 (0 = no critic)"
+        )
+    critic = list(cfg.get("critic_widths", [32, 64, 128]))
+    if adversarial > 0 and (
+        not critic
+        or any(isinstance(w, bool) or not isinstance(w, int) or w <= 0 for w in critic)
+        or image_size % 2 ** len(critic)
+    ):
+        raise PipelineError(
+            f"model.critic_widths={critic} must be one or more positive integers, one per halving "
+            f"of the {image_size}px image (so at most {int(math.log2(image_size & -image_size))})"
+        )
     factor = 4 if arch == "seed" else 2 ** len(cfg.widths)
     if image_size % factor:
         raise PipelineError(
@@ -124,35 +143,6 @@ def perceptual_weights_path(cfg: Any) -> str:
     from hydra.utils import to_absolute_path
 
     return to_absolute_path(str(cfg.get("perceptual_weights", "data/lpips/alexnet.npz")))
-
-
-# --------------------------------------------------------------------------- loss terms
-
-
-def kl_divergence(z_mean: Any, z_log_var: Any) -> Any:
-    """KL(q(z|x) || N(0, I)) per image, summed over latent dimensions."""
-    return -0.5 * ops.sum(1.0 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var), axis=-1)
-
-
-def reconstruction_nll(x: Any, x_hat: Any, likelihood: str, log_sigma: Any = None) -> Any:
-    """-log p(x|z) per image (nats), for the configured decoder likelihood.
-
-    bce_channel_mean: the notebook's loss, Keras BCE averaged over channels, summed over H, W.
-    bce_sum:          Bernoulli cross-entropy summed over every value (64*64*3 terms).
-    gaussian:         N(x; x_hat, sigma^2) with one learned sigma: a true density, so the
-                      negative ELBO is a real bound (and σ balances reconstruction against KL).
-    """
-    x = ops.cast(x, "float32")
-    x_hat = ops.cast(x_hat, "float32")
-    if likelihood == "gaussian":
-        per_value = 0.5 * ops.square((x - x_hat) / ops.exp(log_sigma)) + log_sigma + 0.5 * LOG_2PI
-        return ops.sum(per_value, axis=(1, 2, 3))
-    eps = keras.config.epsilon()
-    x_hat = ops.clip(x_hat, eps, 1.0 - eps)
-    bce = -(x * ops.log(x_hat) + (1.0 - x) * ops.log(1.0 - x_hat))
-    if likelihood == "bce_channel_mean":
-        return ops.sum(ops.mean(bce, axis=-1), axis=(1, 2))
-    return ops.sum(bce, axis=(1, 2, 3))
 
 
 # --------------------------------------------------------------------------- the model
@@ -172,6 +162,8 @@ class VAE(keras.Model):
         sigma: str = "learned",
         perceptual: keras.Model | None = None,
         perceptual_weight: float = 0.0,
+        critic: keras.Model | None = None,
+        adversarial_weight: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -182,6 +174,10 @@ class VAE(keras.Model):
         # the detail a pixel likelihood averages away (pipeline/perceptual.py)
         self.perceptual = perceptual if perceptual_weight > 0 else None
         self.perceptual_weight = float(perceptual_weight)
+        # λ·(−critic(x̂)): a patch critic, trained beside the VAE to tell faces from their
+        # reconstructions, pulls the decoder toward the texture that no pixel loss asks for
+        self.critic = critic if adversarial_weight > 0 else None
+        self.adversarial_weight = float(adversarial_weight)
         # optimal: σ² is the batch's mean squared error, the value that maximises the likelihood
         # (Rybkin et al.'s "optimal σ-VAE"), so σ never lags behind the reconstructions as one
         # learned weight moved by Adam does
@@ -205,11 +201,16 @@ class VAE(keras.Model):
         self.perceptual_tracker = (
             keras.metrics.Mean(name="perceptual") if self.perceptual is not None else None
         )
+        self.critic_trackers = (
+            (keras.metrics.Mean(name="critic"), keras.metrics.Mean(name="adversarial"))
+            if self.critic is not None
+            else ()
+        )
 
     def call(self, x: Any, training: bool = False) -> tuple[Any, ...]:
-        # x̂, μ, log σ², then a learned σ and the per-face LPIPS distance when the model has them:
-        # both computed here because JAX's compute_metrics sees no model variables (σ, the frozen
-        # LPIPS network's weights), only the metrics'
+        # x̂, μ, log σ², then a learned σ, the per-face LPIPS distance and the critic's logits
+        # when the model has them: computed here because JAX's compute_metrics sees no model
+        # variables (σ, the LPIPS and critic networks' weights), only the metrics'
         z_mean, z_log_var = self.encoder(x, training=training)
         # the noise and z stay float32 under mixed precision; the decoder casts z to its compute dtype
         z_mean, z_log_var = ops.cast(z_mean, "float32"), ops.cast(z_log_var, "float32")
@@ -224,7 +225,18 @@ class VAE(keras.Model):
             if self.perceptual is None
             else (self.perceptual([ops.cast(x, "float32"), ops.cast(x_hat, "float32")]),)
         )
-        return x_hat, z_mean, z_log_var, *learned, *distance
+        return x_hat, z_mean, z_log_var, *learned, *distance, *self.critic_logits(x, x_hat)
+
+    def critic_logits(self, x: Any, x_hat: Any) -> tuple[Any, ...]:
+        """The critic's logits for the real faces, for the reconstructions with the decoder cut off
+        (they train the critic) and for the same reconstructions with it attached (they train the
+        decoder); () without a critic."""
+        if self.critic is None:
+            return ()
+        x, x_hat = ops.cast(x, "float32"), ops.cast(x_hat, "float32")
+        both = self.critic(ops.concatenate([x, ops.stop_gradient(x_hat)], axis=0))
+        real, fake_detached = ops.split(both, 2, axis=0)
+        return real, fake_detached, self.critic(x_hat)
 
     def effective_log_sigma(self) -> Any:
         """log σ of the Gaussian likelihood as the loss uses it (the floor applied); None otherwise."""
@@ -245,16 +257,33 @@ class VAE(keras.Model):
             log_sigma = ops.maximum(log_sigma, self.log_sigma_floor)
         return ops.stop_gradient(log_sigma)
 
-    def loss_terms(self, x: Any, y_pred: tuple[Any, ...]) -> tuple[Any, Any, Any]:
-        """Batch means of -log p(x|z), KL and LPIPS(x, x̂) (0 without a perceptual term)."""
+    def loss_terms(self, x: Any, y_pred: tuple[Any, ...]) -> tuple[Any, ...]:
+        """Batch means of -log p(x|z), KL, LPIPS(x, x̂) (0 without a perceptual term), and with a
+        critic its hinge loss, the decoder's adversarial term −critic(x̂) and that term's
+        gradient carrier (0 without one; see compute_loss)."""
         x_hat, z_mean, z_log_var, *extra = y_pred
-        # a learned σ and the LPIPS distances come with the forward pass (see call)
+        # a learned σ, the LPIPS distances and the critic's logits come with the forward pass
         learned = extra.pop(0) if self.log_sigma is not None else None
         log_sigma = self.batch_log_sigma(x, x_hat) if self.optimal_sigma else learned
         reconstruction = ops.mean(reconstruction_nll(x, x_hat, self.likelihood, log_sigma))
         kl = ops.mean(kl_divergence(ops.cast(z_mean, "float32"), ops.cast(z_log_var, "float32")))
         perceptual = 0.0 if self.perceptual is None else ops.mean(extra.pop(0))
-        return reconstruction, kl, perceptual
+        if self.critic is None:
+            return reconstruction, kl, perceptual, 0.0, 0.0, 0.0
+        real, fake_detached, fake = (ops.cast(logits, "float32") for logits in extra)
+        adversarial = -ops.mean(fake_detached)
+        # −critic(x̂) minus its own value with the critic's weights reached only through the
+        # detached copy: worth 0, its gradient reaches the decoder (through x̂) and cancels
+        # exactly in the critic's weights, so the critic learns only from its hinge loss
+        decoder_pull = ops.mean(fake_detached) - ops.mean(fake)
+        return (
+            reconstruction,
+            kl,
+            perceptual,
+            critic_hinge(real, fake_detached),
+            adversarial,
+            decoder_pull,
+        )
 
     def compute_loss(
         self,
@@ -264,15 +293,25 @@ class VAE(keras.Model):
         sample_weight: Any = None,
         training: bool = True,
     ) -> Any:
-        reconstruction, kl, perceptual = self.loss_terms(x, y_pred)
-        return reconstruction + self.perceptual_weight * perceptual + self.beta * kl
+        reconstruction, kl, perceptual, critic, _, decoder_pull = self.loss_terms(x, y_pred)
+        # one optimizer for both players: the critic's weights see only its hinge loss, the
+        # VAE's only the rest (Adam scales each weight's step by its own gradients' size)
+        return (
+            reconstruction
+            + self.perceptual_weight * perceptual
+            + self.beta * kl
+            + self.adversarial_weight * decoder_pull
+            + critic
+        )
 
     def compute_metrics(self, x: Any, y: Any, y_pred: Any, sample_weight: Any = None) -> dict:
-        reconstruction, kl, perceptual = self.loss_terms(x, y_pred)
+        reconstruction, kl, perceptual, critic, adversarial, _ = self.loss_terms(x, y_pred)
         self.reconstruction_tracker.update_state(reconstruction)
         self.kl_tracker.update_state(kl)
         if self.perceptual_tracker is not None:
             self.perceptual_tracker.update_state(perceptual)
+        for tracker, value in zip(self.critic_trackers, (critic, adversarial), strict=False):
+            tracker.update_state(value)
         return self.get_metrics_result()
 
 
@@ -303,6 +342,17 @@ def perceptual_term(model_cfg: Any) -> dict[str, Any]:
     return {"perceptual": lpips, "perceptual_weight": weight}
 
 
+def adversarial_term(model_cfg: Any, image_size: int, float32_layers: list[str]) -> dict[str, Any]:
+    """The VAE's adversarial keyword arguments: a new patch critic when its weight is > 0."""
+    weight = float(model_cfg.get("adversarial_weight", 0.0))
+    if weight <= 0:
+        return {}
+    critic = build_critic(
+        list(model_cfg.get("critic_widths", [32, 64, 128])), image_size, float32_layers
+    )
+    return {"critic": critic, "adversarial_weight": weight}
+
+
 def compiled_vae(cfg: Any, image_size: int, steps_per_epoch: int = 1) -> VAE:
     """The model, optimizer and compiled step that training uses (the benchmarks use it too).
 
@@ -317,6 +367,7 @@ def compiled_vae(cfg: Any, image_size: int, steps_per_epoch: int = 1) -> VAE:
         sigma_floor=float(cfg.model.get("sigma_floor", 0.0)),
         sigma=cfg.model.get("sigma", "learned"),
         **perceptual_term(cfg.model),
+        **adversarial_term(cfg.model, image_size, list(cfg.train.float32_layers)),
     )
     adam = FusedAdam if cfg.train.fused_adam else keras.optimizers.Adam
     # use_ema: Keras keeps the average in the optimizer (so checkpoints carry it) and writes it

@@ -113,6 +113,26 @@ def build_conv(
     return encoder, keras.Model(latent, outputs, name="decoder")
 
 
+def build_critic(
+    widths: list[int], image_size: int = 64, float32_layers: tuple[str, ...] | list[str] = ()
+) -> keras.Model:
+    """A PatchGAN critic (Isola et al. 2017; VQGAN's discriminator, smaller): strided 4x4 convs
+    (LeakyReLU) halving the image once per width, then one 3x3 conv to a real-vs-decoded logit
+    per patch. No normalisation layers, so its output on one face never depends on the others'.
+
+    A patch critic judges local texture (skin, hair, the edges of eyes) rather than the whole
+    face, which is where a pixel likelihood leaves the decoder's output blurred.
+    """
+    _, output_dtype = _dtypes(float32_layers)
+    x = inputs = keras.Input((image_size, image_size, 3), name="image")
+    x = layers.Rescaling(2.0, offset=-1.0)(x)  # [0, 1] -> [-1, 1]
+    for width in widths:
+        x = layers.Conv2D(width, 4, strides=2, padding="same")(x)
+        x = layers.LeakyReLU(0.2)(x)
+    logits = layers.Conv2D(1, 3, padding="same", name="logits", dtype=output_dtype)(x)
+    return keras.Model(inputs, logits, name="critic")
+
+
 def build_model(
     cfg: Any, image_size: int = 64, float32_layers: tuple[str, ...] | list[str] = ()
 ) -> tuple[keras.Model, keras.Model]:

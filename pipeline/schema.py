@@ -37,6 +37,8 @@ class ModelSchema:
     decoder_res_blocks: Any = 0  # an int, or a list of one per upsampling (checked in model.py)
     perceptual_weight: float = 0.0
     perceptual_weights: str = "data/lpips/alexnet.npz"
+    adversarial_weight: float = 0.0
+    critic_widths: list[int] = field(default_factory=lambda: [32, 64, 128])
 
 
 @dataclass

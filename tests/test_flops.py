@@ -51,3 +51,19 @@ def test_the_perceptual_term_costs_three_alexnet_passes() -> None:
     )
     heads = 2 * (15 * 15 * 64 + 7 * 7 * 192 + 9 * (384 + 256 + 256))
     assert perceptual_training_flops(64) == 3 * (convs + heads)
+
+
+def test_the_critic_costs_three_passes_of_its_convs_and_the_default_stays_within_twice() -> None:
+    from pipeline.flops import critic_training_flops, perceptual_training_flops
+    from pipeline.networks import build_conv, build_critic
+
+    # 64 px, widths 32/64/128: 4x4 strided convs to 32, 16, 8 px, then a 3x3 conv to one logit
+    forward = 2 * (
+        32 * 32 * 16 * 3 * 32 + 16 * 16 * 16 * 32 * 64 + 8 * 8 * 16 * 64 * 128 + 8 * 8 * 9 * 128
+    )
+    critic = build_critic([32, 64, 128], 64)
+    assert critic.output.shape[1:] == (8, 8, 1)  # one logit per 8x8-px patch
+    assert critic_training_flops(critic) == 3 * 3 * forward
+    # the budget: at most twice the plain default's training FLOPs per image
+    plain = training_flops(*build_conv(128, [32, 64, 128]))
+    assert plain + perceptual_training_flops(64) + critic_training_flops(critic) <= 2 * plain

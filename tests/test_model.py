@@ -10,13 +10,12 @@ import pytest
 from omegaconf import OmegaConf
 
 from pipeline.errors import PipelineError
+from pipeline.losses import critic_hinge, kl_divergence, reconstruction_nll
 from pipeline.model import (
     VAE,
-    kl_divergence,
-    reconstruction_nll,
     validate_model_config,
 )
-from pipeline.networks import build_model
+from pipeline.networks import build_critic, build_model
 
 NO_LPIPS = "model.perceptual_weight=0"  # tests of training knobs run the network alone
 
@@ -61,36 +60,6 @@ def test_optimal_sigma_is_the_batch_rmse_and_has_no_weight() -> None:
     exact, *_ = vae.loss_terms(x, (x, np.zeros((2, 4)), np.zeros((2, 4))))
     np.testing.assert_allclose(
         float(exact), 16 * 16 * 3 * (np.log(0.01) + 0.5 * np.log(2 * np.pi)), rtol=1e-4
-    )
-
-
-def test_kl_of_prior_is_zero_and_known_value() -> None:
-    zeros = np.zeros((3, 5), np.float32)
-    np.testing.assert_allclose(kl_divergence(zeros, zeros), np.zeros(3), atol=1e-6)
-    # KL(N(1, e^0) || N(0,1)) = 0.5 * mu^2 = 0.5 per dimension
-    np.testing.assert_allclose(
-        kl_divergence(np.ones((1, 4), np.float32), np.zeros((1, 4), np.float32)), [2.0], rtol=1e-6
-    )
-
-
-def test_reconstruction_terms_against_hand_computed_values() -> None:
-    rng = np.random.default_rng(0)
-    x = rng.random((2, 4, 4, 3)).astype(np.float32)
-    p = rng.uniform(0.1, 0.9, (2, 4, 4, 3)).astype(np.float32)
-    bce = -(x * np.log(p) + (1 - x) * np.log(1 - p))
-    np.testing.assert_allclose(
-        reconstruction_nll(x, p, "bce_sum"), bce.sum(axis=(1, 2, 3)), rtol=1e-5
-    )
-    np.testing.assert_allclose(
-        reconstruction_nll(x, p, "bce_channel_mean"), bce.mean(-1).sum(axis=(1, 2)), rtol=1e-5
-    )
-    # the notebook's loss: Keras BCE (mean over the channel axis) summed over H and W
-    keras_bce = keras.ops.sum(keras.losses.binary_crossentropy(x, p), axis=(1, 2))
-    np.testing.assert_allclose(reconstruction_nll(x, p, "bce_channel_mean"), keras_bce, rtol=1e-4)
-    log_sigma = np.float32(-1.5)
-    gauss = 0.5 * ((x - p) / np.exp(log_sigma)) ** 2 + log_sigma + 0.5 * np.log(2 * np.pi)
-    np.testing.assert_allclose(
-        reconstruction_nll(x, p, "gaussian", log_sigma), gauss.sum(axis=(1, 2, 3)), rtol=1e-5
     )
 
 
@@ -156,7 +125,7 @@ def test_an_exploding_posterior_variance_gives_a_finite_loss() -> None:
     kernel, bias = z_log_var_layer.get_weights()
     z_log_var_layer.set_weights([np.zeros_like(kernel), np.full_like(bias, 500.0)])  # exp -> inf
     x = np.random.default_rng(0).random((4, 16, 16, 3)).astype(np.float32)
-    reconstruction, kl, _ = vae.loss_terms(x, vae(x))
+    reconstruction, kl, *_ = vae.loss_terms(x, vae(x))
     assert np.isfinite(float(reconstruction)) and np.isfinite(float(kl))
     assert float(kl) > 1e6  # still a huge penalty, so training pushes the variance back down
 
@@ -185,7 +154,7 @@ import numpy as np, keras
 from omegaconf import OmegaConf
 from pipeline import perceptual
 from pipeline.model import VAE
-from pipeline.networks import build_model
+from pipeline.networks import build_critic, build_model
 from tests.lpips_fixtures import random_sdist
 assert keras.backend.backend() == "jax"
 lpips = perceptual.build_lpips(perceptual.read_checkpoint(random_sdist(Path(tempfile.mkdtemp()))))
@@ -193,9 +162,11 @@ for label, name, likelihood, size, weight in [
     ("seed", "seed", "bce_channel_mean", 16, 0.0),
     ("conv", "conv", "gaussian", 16, 0.0),
     ("conv+lpips", "conv", "gaussian", 32, 10.0),  # the default's loss: LPIPS needs >= 31 px
+    ("conv+critic", "conv", "gaussian", 16, 0.0),
 ]:
     cfg = OmegaConf.create({"name": name, "latent_dim": 4, "beta": 1.0, "widths": [8, 16], "likelihood": likelihood})
-    vae = VAE(*build_model(cfg, size), likelihood=likelihood, sigma_floor=0.04, perceptual=lpips, perceptual_weight=weight)
+    critic = {"critic": build_critic([8, 16], size), "adversarial_weight": 5.0} if "critic" in label else {}
+    vae = VAE(*build_model(cfg, size), likelihood=likelihood, sigma_floor=0.04, perceptual=lpips, perceptual_weight=weight, **critic)
     vae.compile(optimizer=keras.optimizers.Adam(1e-3))
     x = np.random.default_rng(0).random((8, size, size, 3)).astype("float32")
     before = [np.array(w) for w in vae.decoder.trainable_weights]
@@ -205,6 +176,7 @@ for label, name, likelihood, size, weight in [
     fit = vae.fit(x, validation_data=(x,), epochs=1, batch_size=4, verbose=0).history
     assert np.isfinite(fit["val_loss"][0]) and np.isfinite(fit["reconstruction"][0])
     assert ("val_perceptual" in fit) == (weight > 0)
+    assert ("val_critic" in fit and "adversarial" in fit) == ("critic" in label)
     print(label, "loss", float(logs["loss"]), "kl", float(logs["kl"]), "changed", changed)
 """
 
@@ -223,7 +195,7 @@ def test_model_and_loss_run_under_jax() -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [line.split() for line in proc.stdout.splitlines() if " loss " in line]
-    assert [line[0] for line in lines] == ["seed", "conv", "conv+lpips"]
+    assert [line[0] for line in lines] == ["seed", "conv", "conv+lpips", "conv+critic"]
     for line in lines:
         # a finite loss and a real gradient step
         assert np.isfinite(float(line[2])) and line[-1] == "True"
@@ -324,7 +296,7 @@ def test_the_perceptual_term_enters_the_loss_with_its_weight_and_trains(tmp_path
     vae = VAE(encoder, decoder, likelihood="gaussian", perceptual=lpips, perceptual_weight=50.0)
     x = np.random.default_rng(0).random((8, 32, 32, 3)).astype(np.float32)
     y_pred = vae(x)
-    reconstruction, kl, distance = vae.loss_terms(x, y_pred)
+    reconstruction, kl, distance = vae.loss_terms(x, y_pred)[:3]
     expected = np.mean(lpips.predict([x, np.asarray(y_pred[0])], verbose=0))
     np.testing.assert_allclose(float(distance), expected, rtol=1e-5)
     loss = vae.compute_loss(x, y_pred=y_pred)
@@ -359,3 +331,82 @@ def test_a_perceptual_term_without_its_weights_file_stops_before_any_work(tmp_pa
     # images LPIPS's AlexNet would pool away (a floating-point crash in oneDNN otherwise)
     with pytest.raises(PipelineError, match="needs images of at least 31 px"):
         validate_model_config(cfg, 16)
+
+
+def critic_vae(weight: float) -> tuple[VAE, np.ndarray]:
+    keras.utils.set_random_seed(0)
+    encoder, decoder = build_model(model_cfg(name="conv", latent_dim=4, widths=[8, 16]), 16)
+    vae = VAE(
+        encoder,
+        decoder,
+        likelihood="gaussian",
+        seed=0,
+        critic=build_critic([8, 16], 16),
+        adversarial_weight=weight,
+    )
+    return vae, np.random.default_rng(0).random((8, 16, 16, 3)).astype(np.float32)
+
+
+def test_the_critic_learns_only_from_its_hinge_loss_and_the_decoder_from_its_pull() -> None:
+    import tensorflow as tf
+
+    vae, x = critic_vae(7.0)
+    critic, decoder = vae.critic.trainable_variables, vae.decoder.trainable_variables
+    with tf.GradientTape(persistent=True) as tape:
+        y_pred = vae(x, training=True)
+        loss = vae.compute_loss(x, y_pred=y_pred)
+        terms = vae.loss_terms(x, y_pred)
+        x_hat = y_pred[0]
+        hinge = critic_hinge(vae.critic(x), vae.critic(tf.stop_gradient(x_hat)))
+        without = terms[0] + vae.beta * terms[1]  # the same loss with no critic in it
+        pull = -tf.reduce_mean(vae.critic(x_hat))
+    # the critic's weights get exactly its hinge loss's gradient, nothing of the decoder's term
+    for got, want in zip(tape.gradient(loss, critic), tape.gradient(hinge, critic), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    # the decoder gets the VAE's gradient plus λ times that of −critic(x̂), and no hinge loss
+    grads = zip(
+        tape.gradient(loss, decoder),
+        tape.gradient(without, decoder),
+        tape.gradient(pull, decoder),
+        strict=True,
+    )
+    for got, vae_part, pull_part in grads:
+        np.testing.assert_allclose(got, vae_part + 7.0 * pull_part, rtol=1e-4, atol=1e-4)
+    assert any(np.abs(g).max() > 0 for g in tape.gradient(pull, decoder))
+    # the term itself weighs nothing: the loss is the VAE's plus the critic's hinge loss
+    np.testing.assert_allclose(float(loss), float(without + hinge), rtol=1e-5)
+    np.testing.assert_allclose(float(terms[4]), float(pull), rtol=1e-5)
+
+
+def test_a_train_step_with_a_critic_moves_both_players_and_reports_their_terms() -> None:
+    vae, x = critic_vae(3.0)
+    vae.compile(optimizer=keras.optimizers.Adam(1e-3))
+    before = [np.array(w) for w in (*vae.critic.trainable_weights, *vae.decoder.trainable_weights)]
+    logs = vae.train_on_batch(x, return_dict=True)
+    after = [np.array(w) for w in (*vae.critic.trainable_weights, *vae.decoder.trainable_weights)]
+    n = len(vae.critic.trainable_weights)
+    assert any(not np.allclose(b, a) for b, a in zip(before[:n], after[:n], strict=True))
+    assert any(not np.allclose(b, a) for b, a in zip(before[n:], after[n:], strict=True))
+    assert np.isfinite(logs["critic"]) and np.isfinite(logs["adversarial"])
+    # a random critic sits near the hinge's margin: its loss is about 1 before it has learned
+    assert 0.5 < logs["critic"] < 1.5
+    plain, _ = critic_vae(0.0)
+    assert plain.critic is None and "critic" not in {m.name for m in plain.metrics}
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"adversarial_weight": -1.0}, "model.adversarial_weight=-1.0 must be a finite number"),
+        ({"adversarial_weight": float("inf")}, "must be a finite number >= 0"),
+        ({"adversarial_weight": 1.0, "critic_widths": []}, "model.critic_widths=.. must be"),
+        ({"adversarial_weight": 1.0, "critic_widths": [8, 0]}, "must be one or more positive"),
+        (
+            {"adversarial_weight": 1.0, "critic_widths": [8] * 7},
+            "one per halving of the 64px image .so at most 6.",
+        ),
+    ],
+)
+def test_bad_critic_values_are_one_clear_error(kw: dict, message: str) -> None:
+    with pytest.raises(PipelineError, match=message):
+        validate_model_config(model_cfg(name="conv", widths=[8, 16, 32], **kw), 64)
