@@ -178,6 +178,9 @@ class VAE(keras.Model):
         # reconstructions, pulls the decoder toward the texture that no pixel loss asks for
         self.critic = critic if adversarial_weight > 0 else None
         self.adversarial_weight = float(adversarial_weight)
+        # 0 until train.adversarial_start_epoch, then 1: the critic and its pull switch on together
+        # (a variable, like β, so the switch does not re-trace the step)
+        self.adversarial_on = keras.Variable(1.0, trainable=False, name="adversarial_on")
         # optimal: σ² is the batch's mean squared error, the value that maximises the likelihood
         # (Rybkin et al.'s "optimal σ-VAE"), so σ never lags behind the reconstructions as one
         # learned weight moved by Adam does
@@ -300,8 +303,7 @@ class VAE(keras.Model):
             reconstruction
             + self.perceptual_weight * perceptual
             + self.beta * kl
-            + self.adversarial_weight * decoder_pull
-            + critic
+            + self.adversarial_on * (self.adversarial_weight * decoder_pull + critic)
         )
 
     def compute_metrics(self, x: Any, y: Any, y_pred: Any, sample_weight: Any = None) -> dict:

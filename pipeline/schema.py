@@ -49,6 +49,7 @@ class TrainSchema:
     lr_schedule: str = "constant"
     ema: float = 0.0
     kl_warmup_epochs: int = 0
+    adversarial_start_epoch: int = 0
     hflip: bool = False
     seed: int = 42
     deterministic: bool = True
@@ -97,6 +98,12 @@ def validate_train_config(cfg: DictConfig, image_size: int) -> DictConfig:
         ),
         (0 <= t.ema < 1, "train.ema", t.ema, "a number in [0, 1) (0 = off)"),
         (t.kl_warmup_epochs >= 0, "train.kl_warmup_epochs", t.kl_warmup_epochs, "an integer >= 0"),
+        (
+            t.adversarial_start_epoch >= 0,
+            "train.adversarial_start_epoch",
+            t.adversarial_start_epoch,
+            "an integer >= 0 (the epoch, counted from 0, where a critic joins)",
+        ),
         (
             t.steps_per_execution > 0,
             "train.steps_per_execution",

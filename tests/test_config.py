@@ -69,6 +69,8 @@ def test_documented_mlflow_servers_bind_to_localhost() -> None:
         ("model.beta=inf", "model.beta=inf must be a finite number"),
         ("model.beta=nan", "model.beta=nan must be a finite number"),
         ("train.ema=nan", "train.ema=nan is invalid"),
+        ("model.adversarial_weight=nan", "model.adversarial_weight=nan must be a finite number"),
+        ("train.adversarial_start_epoch=-1", "train.adversarial_start_epoch=-1 is invalid"),
     ],
 )
 def test_non_finite_numbers_are_refused_before_any_work(override: str, message: str) -> None:

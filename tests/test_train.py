@@ -108,6 +108,29 @@ def test_same_seed_gives_same_metrics(tiny_cfg, tiny_prepared: Path, tmp_path: P
     assert a.history[-1]["loss"] != c.history[-1]["loss"]
 
 
+def test_a_critic_trains_nothing_before_its_start_epoch_and_changes_training_after(
+    tiny_cfg, tiny_prepared: Path, tmp_path: Path
+) -> None:
+    plain = run_training(tiny_cfg("train.epochs=3"), tiny_prepared, tmp_path / "plain")
+    cfg = tiny_cfg(
+        "train.epochs=3",
+        "model.adversarial_weight=1000",
+        "model.critic_widths=[8,16]",
+        "train.adversarial_start_epoch=2",
+    )
+    critic = run_training(cfg, tiny_prepared, tmp_path / "critic")
+    keys = ("reconstruction", "kl", "val_reconstruction")
+    # epochs 1-2: the same updates as without a critic (its terms weigh 0 before the start)
+    for a, b in zip(plain.history[:2], critic.history[:2], strict=True):
+        np.testing.assert_allclose([b[k] for k in keys], [a[k] for k in keys], rtol=1e-5)
+    # epoch 3: the decoder's pull changes what the VAE learns
+    assert not np.allclose(
+        [critic.history[2][k] for k in keys], [plain.history[2][k] for k in keys], rtol=1e-4
+    )
+    assert all(k in critic.history[-1] for k in ("critic", "adversarial", "val_critic"))
+    assert "critic" not in plain.history[-1]
+
+
 def test_interrupted_run_resumes_into_the_same_mlflow_run(
     tiny_cfg, tiny_prepared: Path, tmp_path: Path, monkeypatch
 ) -> None:
