@@ -65,6 +65,12 @@ ARMS |= {
         "train.lr_schedule=cosine",
     ],
 }
+# issue 20's adversarial lever: the default plus a patch critic over its last 20 epochs
+ARMS["sigma-lpips-critic"] = [
+    *ARMS["sigma-lpips"],
+    "model.adversarial_weight=300",
+    "train.adversarial_start_epoch=30",
+]
 DEFAULT_ARMS = ["seed", "sigma", "sigma-lpips"]
 
 COLUMNS = [
