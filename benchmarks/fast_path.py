@@ -94,8 +94,9 @@ def measure(
     from pipeline.dataset import TrainingInput, batches, load_faces, to_float
     from pipeline.device import resolve_device_settings, set_numerics
     from pipeline.images import to_uint8
+    from pipeline.losses import reconstruction_nll
     from pipeline.metrics import fid_from_features, inception_features, psnr
-    from pipeline.model import compiled_vae, reconstruction_nll
+    from pipeline.model import compiled_vae
 
     faces = load_faces(data)
     train, val = faces.subset("train").images, faces.subset("val").images

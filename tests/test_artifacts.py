@@ -96,7 +96,8 @@ def test_saved_networks_reconstruct_as_the_trained_model_does(
     from pipeline.artifacts import save_vae
     from pipeline.dataset import TrainingInput, load_faces, to_float
     from pipeline.device import resolve_device_settings, set_numerics
-    from pipeline.model import compiled_vae, reconstruction_nll
+    from pipeline.losses import reconstruction_nll
+    from pipeline.model import compiled_vae
     from pipeline.schema import validate_train_config
 
     faces = load_faces(tiny_prepared)
