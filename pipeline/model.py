@@ -35,6 +35,16 @@ def clip_keeping_gradient(x: Any, limit: float) -> Any:
     return x + ops.stop_gradient(ops.clip(x, -limit, limit) - x)
 
 
+def is_weight(value: Any) -> bool:
+    """A loss term's weight: a finite number >= 0 (True/False are not numbers here)."""
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, int | float)
+        and math.isfinite(value)
+        and value >= 0
+    )
+
+
 def validate_model_config(cfg: Any, image_size: int) -> None:
     """One clear message per bad value, before anything is built."""
     arch = architecture(cfg)
@@ -67,12 +77,7 @@ def validate_model_config(cfg: Any, image_size: int) -> None:
         raise PipelineError(
             f"model.widths={list(cfg.widths)} must be one or more positive integers"
         )
-    if (
-        isinstance(cfg.beta, bool)
-        or not isinstance(cfg.beta, int | float)
-        or not math.isfinite(cfg.beta)
-        or cfg.beta < 0
-    ):
+    if not is_weight(cfg.beta):
         raise PipelineError(f"model.beta={cfg.beta!r} must be a finite number >= 0")
     if cfg.get("sigma", "learned") not in SIGMAS:
         raise PipelineError(
@@ -90,12 +95,7 @@ def validate_model_config(cfg: Any, image_size: int) -> None:
             f"model.likelihood={cfg.likelihood!r} is unknown: choose one of {', '.join(LIKELIHOODS)}"
         )
     weight = cfg.get("perceptual_weight", 0.0)
-    if (
-        isinstance(weight, bool)
-        or not isinstance(weight, int | float)
-        or not math.isfinite(weight)
-        or weight < 0
-    ):
+    if not is_weight(weight):
         raise PipelineError(
             f"model.perceptual_weight={weight!r} must be a finite number >= 0 (0 = no LPIPS term)"
         )
@@ -110,12 +110,7 @@ def validate_model_config(cfg: Any, image_size: int) -> None:
             )
         load_weights(perceptual_weights_path(cfg))  # present and well-formed, before any work
     adversarial = cfg.get("adversarial_weight", 0.0)
-    if (
-        isinstance(adversarial, bool)
-        or not isinstance(adversarial, int | float)
-        or not math.isfinite(adversarial)
-        or adversarial < 0
-    ):
+    if not is_weight(adversarial):
         raise PipelineError(
             f"model.adversarial_weight={adversarial!r} must be a finite number >= 0 (0 = no critic)"
         )
