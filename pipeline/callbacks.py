@@ -85,7 +85,9 @@ class EpochEnd(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.model.beta.assign(self.beta_at(epoch))
         # a critic joins once the autoencoder has learned the faces' shapes (VQGAN's disc_start)
-        self.model.adversarial_on.assign(float(epoch >= self.cfg.train.adversarial_start_epoch))
+        if self.model.critic is not None:
+            on = epoch >= self.cfg.train.adversarial_start_epoch
+            self.model.adversarial_on.assign(float(on))
         self.started = time.perf_counter()
 
     def on_test_begin(self, logs: dict | None = None) -> None:

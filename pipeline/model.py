@@ -174,8 +174,13 @@ class VAE(keras.Model):
         self.critic = critic if adversarial_weight > 0 else None
         self.adversarial_weight = float(adversarial_weight)
         # 0 until train.adversarial_start_epoch, then 1: the critic and its pull switch on together
-        # (a variable, like β, so the switch does not re-trace the step)
-        self.adversarial_on = keras.Variable(1.0, trainable=False, name="adversarial_on")
+        # (a variable, like β, so the switch does not re-trace the step); only with a critic, so
+        # a model without one keeps the variables, and the checkpoints, it had before
+        self.adversarial_on = (
+            keras.Variable(1.0, trainable=False, name="adversarial_on")
+            if self.critic is not None
+            else None
+        )
         # optimal: σ² is the batch's mean squared error, the value that maximises the likelihood
         # (Rybkin et al.'s "optimal σ-VAE"), so σ never lags behind the reconstructions as one
         # learned weight moved by Adam does
@@ -292,14 +297,12 @@ class VAE(keras.Model):
         training: bool = True,
     ) -> Any:
         reconstruction, kl, perceptual, critic, _, decoder_pull = self.loss_terms(x, y_pred)
+        loss = reconstruction + self.perceptual_weight * perceptual + self.beta * kl
+        if self.critic is None:
+            return loss
         # one optimizer for both players: the critic's weights see only its hinge loss, the
         # VAE's only the rest (Adam scales each weight's step by its own gradients' size)
-        return (
-            reconstruction
-            + self.perceptual_weight * perceptual
-            + self.beta * kl
-            + self.adversarial_on * (self.adversarial_weight * decoder_pull + critic)
-        )
+        return loss + self.adversarial_on * (self.adversarial_weight * decoder_pull + critic)
 
     def compute_metrics(self, x: Any, y: Any, y_pred: Any, sample_weight: Any = None) -> dict:
         reconstruction, kl, perceptual, critic, adversarial, _ = self.loss_terms(x, y_pred)
