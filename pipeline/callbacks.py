@@ -88,6 +88,12 @@ class EpochEnd(keras.callbacks.Callback):
         if self.model.critic is not None:
             on = epoch >= self.cfg.train.adversarial_start_epoch
             self.model.adversarial_on.assign(float(on))
+            if on != self.model.critic_active:
+                # re-trace the steps with (or without) the critic: fit reads train_function anew
+                # at every step, and the traced graph fixes whether the critic runs at all
+                self.model.critic_active = on
+                self.model.make_train_function(force=True)
+                self.model.make_test_function(force=True)
         self.started = time.perf_counter()
 
     def on_test_begin(self, logs: dict | None = None) -> None:

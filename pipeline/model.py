@@ -173,14 +173,17 @@ class VAE(keras.Model):
         # reconstructions, pulls the decoder toward the texture that no pixel loss asks for
         self.critic = critic if adversarial_weight > 0 else None
         self.adversarial_weight = float(adversarial_weight)
-        # 0 until train.adversarial_start_epoch, then 1: the critic and its pull switch on together
-        # (a variable, like β, so the switch does not re-trace the step); only with a critic, so
-        # a model without one keeps the variables, and the checkpoints, it had before
+        # 0 until train.adversarial_start_epoch, then 1: the critic and its pull switch on together;
+        # only with a critic, so a model without one keeps the variables, and the checkpoints, it
+        # had before. `critic_active` is the same switch at trace time: while it is off the step
+        # is traced without the critic at all (its forward passes cost time and add nothing), and
+        # the callback that flips it re-traces the step once (pipeline/callbacks.py)
         self.adversarial_on = (
             keras.Variable(1.0, trainable=False, name="adversarial_on")
             if self.critic is not None
             else None
         )
+        self.critic_active = self.critic is not None
         # optimal: σ² is the batch's mean squared error, the value that maximises the likelihood
         # (Rybkin et al.'s "optimal σ-VAE"), so σ never lags behind the reconstructions as one
         # learned weight moved by Adam does
@@ -234,7 +237,7 @@ class VAE(keras.Model):
         """The critic's logits for the real faces, for the reconstructions with the decoder cut off
         (they train the critic) and for the same reconstructions with it attached (they train the
         decoder); () without a critic."""
-        if self.critic is None:
+        if not self.critic_active:
             return ()
         x, x_hat = ops.cast(x, "float32"), ops.cast(x_hat, "float32")
         both = self.critic(ops.concatenate([x, ops.stop_gradient(x_hat)], axis=0))
@@ -271,7 +274,7 @@ class VAE(keras.Model):
         reconstruction = ops.mean(reconstruction_nll(x, x_hat, self.likelihood, log_sigma))
         kl = ops.mean(kl_divergence(ops.cast(z_mean, "float32"), ops.cast(z_log_var, "float32")))
         perceptual = 0.0 if self.perceptual is None else ops.mean(extra.pop(0))
-        if self.critic is None:
+        if not self.critic_active:
             return reconstruction, kl, perceptual, 0.0, 0.0, 0.0
         real, fake_detached, fake = (ops.cast(logits, "float32") for logits in extra)
         adversarial = -ops.mean(fake_detached)
@@ -300,6 +303,11 @@ class VAE(keras.Model):
         loss = reconstruction + self.perceptual_weight * perceptual + self.beta * kl
         if self.critic is None:
             return loss
+        if not self.critic_active:
+            # a zero gradient, not none, for the critic's weights while it is off: the optimizer
+            # keeps seeing every weight it updates later (no "gradients do not exist" warning)
+            # and their Adam moments stay exactly zero, as they were when the critic ran unused
+            return loss + 0.0 * sum(ops.sum(w) for w in self.critic.trainable_weights)
         # one optimizer for both players: the critic's weights see only its hinge loss, the
         # VAE's only the rest (Adam scales each weight's step by its own gradients' size)
         return loss + self.adversarial_on * (self.adversarial_weight * decoder_pull + critic)

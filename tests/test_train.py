@@ -129,6 +129,10 @@ def test_a_critic_trains_nothing_before_its_start_epoch_and_changes_training_aft
     )
     assert all(k in critic.history[-1] for k in ("critic", "adversarial", "val_critic"))
     assert "critic" not in plain.history[-1]
+    # before its start the step is traced without the critic (nothing of it computed: 0 logged);
+    # from the start epoch on, the re-traced step runs it (a fresh critic's hinge loss is about 1)
+    assert [row["critic"] for row in critic.history[:2]] == [0.0, 0.0]
+    assert critic.history[2]["critic"] > 0.1 and critic.history[2]["val_critic"] > 0.1
 
 
 def test_interrupted_run_resumes_into_the_same_mlflow_run(
