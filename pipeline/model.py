@@ -20,7 +20,7 @@ from keras import ops
 from pipeline.errors import PipelineError
 from pipeline.fused_adam import FusedAdam
 from pipeline.losses import LIKELIHOODS, critic_hinge, kl_divergence, reconstruction_nll
-from pipeline.networks import MODELS, architecture, build_critic, build_model
+from pipeline.networks import CRITIC_WIDTHS, MODELS, architecture, build_critic, build_model
 
 SIGMAS = ("learned", "optimal")  # how a gaussian likelihood gets its σ (model.sigma)
 # |log σ²| of q(z|x) is clipped here (σ from 4.5e-5 to 2.2e4), far outside anything a healthy run
@@ -114,7 +114,7 @@ def validate_model_config(cfg: Any, image_size: int) -> None:
         raise PipelineError(
             f"model.adversarial_weight={adversarial!r} must be a finite number >= 0 (0 = no critic)"
         )
-    critic = list(cfg.get("critic_widths", [32, 64, 128]))
+    critic = list(cfg.get("critic_widths", CRITIC_WIDTHS))
     if adversarial > 0 and (
         not critic
         or any(isinstance(w, bool) or not isinstance(w, int) or w <= 0 for w in critic)
@@ -356,7 +356,7 @@ def adversarial_term(model_cfg: Any, image_size: int, float32_layers: list[str])
     if weight <= 0:
         return {}
     critic = build_critic(
-        list(model_cfg.get("critic_widths", [32, 64, 128])), image_size, float32_layers
+        list(model_cfg.get("critic_widths", CRITIC_WIDTHS)), image_size, float32_layers
     )
     return {"critic": critic, "adversarial_weight": weight}
 

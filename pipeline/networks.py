@@ -113,6 +113,10 @@ def build_conv(
     return encoder, keras.Model(latent, outputs, name="decoder")
 
 
+# the critic's default: three halvings of a 64-px face, one logit per 8x8-px patch
+CRITIC_WIDTHS = (32, 64, 128)
+
+
 def build_critic(
     widths: list[int], image_size: int = 64, float32_layers: tuple[str, ...] | list[str] = ()
 ) -> keras.Model:

@@ -19,7 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 from pipeline import sampler
 from pipeline.errors import PipelineError
 from pipeline.model import LR_SCHEDULES, validate_model_config
-from pipeline.networks import FLOAT32_LAYERS
+from pipeline.networks import CRITIC_WIDTHS, FLOAT32_LAYERS
 
 
 @dataclass
@@ -38,7 +38,7 @@ class ModelSchema:
     perceptual_weight: float = 0.0
     perceptual_weights: str = "data/lpips/alexnet.npz"
     adversarial_weight: float = 0.0
-    critic_widths: list[int] = field(default_factory=lambda: [32, 64, 128])
+    critic_widths: list[int] = field(default_factory=lambda: list(CRITIC_WIDTHS))
 
 
 @dataclass
