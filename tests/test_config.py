@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from omegaconf import OmegaConf
 
 from pipeline.config import CONF_DIR, PARAMS_FILE, compose_config, params_drift, write_params
 
@@ -80,3 +81,25 @@ def test_non_finite_numbers_are_refused_before_any_work(override: str, message: 
     tiny = ["model.widths=[8,16]", "model.latent_dim=4", "model.perceptual_weight=0"]
     with pytest.raises(PipelineError, match=message):
         validate_train_config(compose_config([*tiny, override]), 16)
+
+
+@pytest.mark.parametrize(
+    "search", sorted(p.stem for p in (CONF_DIR / "hparams_search").glob("*.yaml"))
+)
+def test_every_hparams_search_job_composes_into_a_valid_training_config(search: str) -> None:
+    # a sweep that names a key the config lacks, or a value validation refuses, would only fail
+    # hours into a sweep; every job of every search config is composed and validated here
+    from hydra import compose, initialize_config_dir
+
+    from pipeline.schema import validate_train_config
+
+    with initialize_config_dir(str(CONF_DIR), version_base=None):
+        hydra_cfg = compose("config", [f"hparams_search={search}"], return_hydra_config=True)
+    params = hydra_cfg.hydra.sweeper.params
+    assert params, f"{search} sweeps nothing"
+    for key, values in params.items():
+        for value in str(values).split(","):
+            cfg = compose_config([f"hparams_search={search}", f"{key}={value}"])
+            if not key.startswith("+"):
+                assert str(OmegaConf.select(cfg, key)) == value, (search, key, value)
+            validate_train_config(cfg, cfg.data.prepare.size)
