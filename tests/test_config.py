@@ -106,9 +106,9 @@ def test_every_hparams_search_job_composes_into_a_valid_training_config(
         hydra_cfg = compose("config", [f"hparams_search={search}"], return_hydra_config=True)
     params = hydra_cfg.hydra.sweeper.params
     assert params, f"{search} sweeps nothing"
+    overrides = [f"model.perceptual_weights={weights}", f"hparams_search={search}"]
     for key, values in params.items():
         for value in str(values).split(","):
-            overrides = [f"model.perceptual_weights={weights}", f"hparams_search={search}"]
             cfg = compose_config([*overrides, f"{key}={value}"])
             if not key.startswith("+"):
                 assert str(OmegaConf.select(cfg, key)) == value, (search, key, value)
