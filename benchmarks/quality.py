@@ -71,6 +71,12 @@ ARMS["sigma-lpips-critic"] = [
     "model.adversarial_weight=300",
     "train.adversarial_start_epoch=30",
 ]
+# the same at λ = 100, the best critic weight on validation (README, "The critic's weight")
+ARMS["sigma-lpips-critic100"] = [
+    *ARMS["sigma-lpips"],
+    "model.adversarial_weight=100",
+    "train.adversarial_start_epoch=30",
+]
 DEFAULT_ARMS = ["seed", "sigma", "sigma-lpips"]
 
 COLUMNS = [
