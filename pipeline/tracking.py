@@ -38,13 +38,16 @@ def tracking_uri(cfg: DictConfig) -> str:
     return uri
 
 
-def with_retries(fn: Callable[[], T], what: str, tries: int = 8) -> T:
-    """SQLite allows one writer: concurrent sweep jobs may see 'database is locked'. Back off and retry."""
+def with_retries(
+    fn: Callable[[], T], what: str, tries: int = 8, retry_on: tuple[str, ...] = ("locked",)
+) -> T:
+    """SQLite allows one writer: concurrent sweep jobs may see 'database is locked'. Back off and
+    retry while the error's message holds one of `retry_on` (lower case); raise anything else."""
     for attempt in range(tries):
         try:
             return fn()
         except Exception as err:  # MlflowException / sqlalchemy OperationalError
-            if "locked" not in str(err).lower() or attempt == tries - 1:
+            if not any(m in str(err).lower() for m in retry_on) or attempt == tries - 1:
                 raise
             time.sleep(0.2 * 2**attempt)
     raise AssertionError("unreachable")
@@ -193,7 +196,14 @@ def log_dataset(images: np.ndarray, digest: str, source: str, context: str) -> N
     dataset = mlflow.data.from_numpy(
         images, source=source, name=Path(source).name, digest=digest[:16]
     )
-    with_retries(lambda: mlflow.log_input(dataset, context=context), "dataset input")
+    # MLflow gets or creates the dataset row in two steps: two sweep jobs logging the same data at
+    # once can both try to create it, and the loser sees a UNIQUE constraint failure; on retry the
+    # row exists and is reused
+    with_retries(
+        lambda: mlflow.log_input(dataset, context=context),
+        "dataset input",
+        retry_on=("locked", "unique constraint failed"),
+    )
 
 
 def image_steps(run_id: str) -> dict[str, list[int]]:

@@ -21,6 +21,23 @@ def test_retries_only_database_locked() -> None:
         tracking.with_retries(lambda: (_ for _ in ()).throw(ValueError("other")), "test")
 
 
+def test_a_lost_dataset_insert_race_is_retried_only_where_asked() -> None:
+    # two sweep jobs logging the same data at once: the loser's insert of the dataset row fails
+    race = "BAD_REQUEST: (sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id"
+    calls = []
+
+    def racing() -> str:
+        calls.append(1)
+        if len(calls) < 2:
+            raise RuntimeError(race)
+        return "ok"
+
+    with pytest.raises(RuntimeError, match="UNIQUE constraint failed"):
+        tracking.with_retries(racing, "test")  # elsewhere a constraint failure is a real error
+    retry_on = ("locked", "unique constraint failed")
+    assert tracking.with_retries(racing, "test", retry_on=retry_on) == "ok" and len(calls) == 2
+
+
 def store_cfg(tmp_path: Path):
     """conf/ with an MLflow store inside tmp_path."""
     return compose_config(
