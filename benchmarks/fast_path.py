@@ -90,6 +90,7 @@ def measure(
     from keras import ops
 
     from pipeline.artifacts import float32_networks
+    from pipeline.callbacks import Schedule
     from pipeline.config import compose_config
     from pipeline.dataset import TrainingInput, batches, load_faces, to_float
     from pipeline.device import resolve_device_settings, set_numerics
@@ -126,7 +127,7 @@ def measure(
         feed.data,
         epochs=epochs,
         validation_data=batches(val, cfg.train.batch_size),
-        callbacks=[feed.callback, Timer()],
+        callbacks=[feed.callback, Schedule(cfg), Timer()],
         verbose=0,
     ).history
 

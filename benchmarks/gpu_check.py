@@ -187,6 +187,7 @@ def train_one(
     import keras
     import numpy as np
 
+    from pipeline.callbacks import Schedule
     from pipeline.card import model_card
     from pipeline.dataset import TrainingInput, batches, to_float
     from pipeline.device import describe_device, resolve_device_settings, set_numerics
@@ -239,7 +240,7 @@ def train_one(
         feed.data,
         epochs=epochs,
         validation_data=batches(val.images, batch),
-        callbacks=[feed.callback, Clock()],
+        callbacks=[feed.callback, Schedule(cfg), Clock()],
         verbose=0,
     )
     wall = time.perf_counter() - started

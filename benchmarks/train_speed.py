@@ -103,6 +103,7 @@ def measure(
     """One measurement in this (fresh) process; puts a result dict on the queue."""
     import keras
 
+    from pipeline.callbacks import Schedule
     from pipeline.config import compose_config
     from pipeline.dataset import TrainingInput, batches, load_faces
     from pipeline.device import describe_device, resolve_device_settings, set_numerics
@@ -176,7 +177,7 @@ def measure(
             epochs=epochs,
             validation_data=batches(val, batch) if len(val) else None,
             verbose=0,
-            callbacks=[feed.callback, Timer()],
+            callbacks=[feed.callback, Schedule(cfg), Timer()],
         )
         t = cfg.train
         settings = (

@@ -1,4 +1,5 @@
-"""The training run's per-epoch callback: NaN check, checkpoint, MLflow metrics and sample grids."""
+"""The training run's per-epoch callbacks: the schedule (β warm-up, the critic's start), and the
+NaN check, checkpoint, MLflow metrics and sample grids."""
 
 from __future__ import annotations
 
@@ -36,6 +37,38 @@ QUICK_CODES, QUICK_COMPONENTS = 2000, 10  # the per-epoch sample grid's mixture 
 
 class TrainingDiverged(PipelineError):
     pass
+
+
+# --------------------------------------------------------------------------- the schedule
+
+
+def beta_at(cfg: DictConfig, epoch: int) -> float:
+    """β in epoch `epoch` (from 0): model.beta, reached linearly over train.kl_warmup_epochs."""
+    warmup = cfg.train.kl_warmup_epochs
+    return float(cfg.model.beta) * (min(1.0, (epoch + 1) / warmup) if warmup else 1.0)
+
+
+class Schedule(keras.callbacks.Callback):
+    """What the config changes between epochs: β during KL warm-up, and whether the critic and its
+    pull are on (train.adversarial_start_epoch). Every loop that trains the VAE uses it (the
+    pipeline and the GPU check), so a config trains the same way wherever it runs."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.model.beta.assign(beta_at(self.cfg, epoch))
+        # a critic joins once the autoencoder has learned the faces' shapes (VQGAN's disc_start)
+        if self.model.critic is not None:
+            on = epoch >= self.cfg.train.adversarial_start_epoch
+            self.model.adversarial_on.assign(float(on))
+            if on != self.model.critic_active:
+                # re-trace the steps with (or without) the critic: fit reads train_function anew
+                # at every step, and the traced graph fixes whether the critic runs at all
+                self.model.critic_active = on
+                self.model.make_train_function(force=True)
+                self.model.make_test_function(force=True)
 
 
 # --------------------------------------------------------------------------- the epoch callback
@@ -78,22 +111,7 @@ class EpochEnd(keras.callbacks.Callback):
         tracking.log_image_step(np.asarray(decode(z, verbose=0), np.float32), "samples", step)
         tracking.log_image_step(prior, "samples_prior", step)
 
-    def beta_at(self, epoch: int) -> float:
-        warmup = self.cfg.train.kl_warmup_epochs
-        return float(self.cfg.model.beta) * (min(1.0, (epoch + 1) / warmup) if warmup else 1.0)
-
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self.model.beta.assign(self.beta_at(epoch))
-        # a critic joins once the autoencoder has learned the faces' shapes (VQGAN's disc_start)
-        if self.model.critic is not None:
-            on = epoch >= self.cfg.train.adversarial_start_epoch
-            self.model.adversarial_on.assign(float(on))
-            if on != self.model.critic_active:
-                # re-trace the steps with (or without) the critic: fit reads train_function anew
-                # at every step, and the traced graph fixes whether the critic runs at all
-                self.model.critic_active = on
-                self.model.make_train_function(force=True)
-                self.model.make_test_function(force=True)
         self.started = time.perf_counter()
 
     def on_test_begin(self, logs: dict | None = None) -> None:
@@ -107,7 +125,7 @@ class EpochEnd(keras.callbacks.Callback):
         row = {
             "epoch": epoch + 1,
             **{k: float(logs[k]) for k in METRICS if k in logs},
-            "beta": self.beta_at(epoch),
+            "beta": beta_at(self.cfg, epoch),
             "images_per_s": self.n_train / (train_end - self.started),
             "epoch_seconds": seconds,
         }

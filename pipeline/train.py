@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline import artifacts, generator, sampler, tracking
 from pipeline.atomic import write_text_atomic
-from pipeline.callbacks import METRICS, EpochEnd
+from pipeline.callbacks import METRICS, EpochEnd, Schedule
 from pipeline.card import model_card
 from pipeline.checkpoint import (
     Checkpoint,
@@ -189,6 +189,7 @@ def train(
                         else None,
                         callbacks=[
                             feed.callback,
+                            Schedule(cfg),
                             EpochEnd(
                                 cfg,
                                 ckpt,

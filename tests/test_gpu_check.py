@@ -138,3 +138,41 @@ def test_cpu_run_under_jax_trains_times_and_scores(tmp_path: Path) -> None:
         from pipeline.artifacts import load_local
 
         assert load_local(out / f"b{s['batch_size']}").mixture is not None
+
+
+def test_critic_and_kl_warmup_follow_the_schedule_under_jax(tmp_path: Path) -> None:
+    """The GPU check trains a config as the pipeline does: the critic joins at
+    train.adversarial_start_epoch (before it, its hinge loss and pull are exactly 0), and β warms
+    up over train.kl_warmup_epochs. Without the schedule the critic ran from the first step."""
+    pytest.importorskip("jax")
+    prepared = write_tiny_prepared(tmp_path / "prepared" / "faces.npz", size=16)
+    packed = run("pack", "--faces", str(prepared), "--out", str(tmp_path), "--no-wheels")
+    assert packed.returncode == 0, packed.stderr[-3000:]
+    out = tmp_path / "out"
+    proc = run(
+        "train",
+        "--cpu",
+        "--data",
+        str(tmp_path / "faces.npz"),
+        "--epochs",
+        "3",
+        "--batch-sizes",
+        "8",
+        "--out",
+        str(out),
+        *TINY,
+        "model.perceptual_weight=0",
+        "model.adversarial_weight=5",
+        "model.critic_widths=[8,16]",
+        "train.adversarial_start_epoch=1",
+        "train.kl_warmup_epochs=3",
+        env={"KERAS_BACKEND": "jax"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    history = json.loads((out / "b8" / "timing.json").read_text())["history"]
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    assert history[0]["critic"] == 0 and history[0]["adversarial"] == 0
+    assert all(r["critic"] > 0 for r in history[1:])  # the hinge loss, once the critic is on
+    # the loss is reconstruction + β·KL before the critic joins: β is a third of model.beta
+    first = history[0]
+    assert first["loss"] == pytest.approx(first["reconstruction"] + first["kl"] / 3, rel=1e-3)
