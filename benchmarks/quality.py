@@ -77,6 +77,12 @@ ARMS["sigma-lpips-critic100"] = [
     "model.adversarial_weight=100",
     "train.adversarial_start_epoch=30",
 ]
+# the critic judging faces decoded from codes drawn around the batch's instead of the
+# reconstructions (model.critic_fakes=samples): its pull lands where the sampler draws from
+ARMS["sigma-lpips-critic100-samples"] = [
+    *ARMS["sigma-lpips-critic100"],
+    "model.critic_fakes=samples",
+]
 DEFAULT_ARMS = ["seed", "sigma", "sigma-lpips"]
 
 COLUMNS = [

@@ -30,12 +30,20 @@ from pipeline.errors import PipelineError
 # Settings added after checkpoints already existed, with the value that does nothing: left out of
 # the fingerprint at that value, so a run started before the setting existed still resumes.
 NEUTRAL = {
-    "model": {"perceptual_weight": 0.0, "adversarial_weight": 0.0},
+    "model": {
+        "perceptual_weight": 0.0,
+        "adversarial_weight": 0.0,
+        "critic_fakes": "reconstructions",
+    },
     "train": {"adversarial_start_epoch": 0},
 }
 # ... and settings that only matter beside another one (the LPIPS weights file with no LPIPS term)
 ONLY_WITH = {
-    "model": {"perceptual_weights": "perceptual_weight", "critic_widths": "adversarial_weight"}
+    "model": {
+        "perceptual_weights": "perceptual_weight",
+        "critic_widths": "adversarial_weight",
+        "critic_fakes": "adversarial_weight",
+    }
 }
 
 

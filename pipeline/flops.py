@@ -38,6 +38,13 @@ def critic_training_flops(critic: keras.Model) -> int:
     return 3 * 3 * forward_flops(critic)
 
 
+def sample_decoding_flops(decoder: keras.Model) -> int:
+    """A critic on samples (model.critic_fakes=samples) per image and training step: the decoder
+    once more, on the drawn codes, with a backward pass for its weights (≈ 3 forward); the critic
+    itself costs what it does on reconstructions (critic_training_flops)."""
+    return 3 * forward_flops(decoder)
+
+
 def perceptual_training_flops(image_size: int) -> int:
     """The LPIPS term per image and training step: AlexNet's forward pass on x and on x̂, and
     x̂'s backward pass to the pixels (no weight gradients: the network is frozen), ≈ 3 forward."""

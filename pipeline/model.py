@@ -23,6 +23,9 @@ from pipeline.losses import LIKELIHOODS, critic_hinge, kl_divergence, reconstruc
 from pipeline.networks import CRITIC_WIDTHS, MODELS, architecture, build_critic, build_model
 
 SIGMAS = ("learned", "optimal")  # how a gaussian likelihood gets its σ (model.sigma)
+# what the critic tells from the real faces (model.critic_fakes): the batch's reconstructions, or
+# faces decoded from new codes drawn around the batch's (VAE.batch_samples)
+CRITIC_FAKES = ("reconstructions", "samples")
 # |log σ²| of q(z|x) is clipped here (σ from 4.5e-5 to 2.2e4), far outside anything a healthy run
 # reaches: it only stops one bad step from turning exp(log σ²) into inf and every weight into NaN
 LOG_VAR_LIMIT = 20.0
@@ -124,6 +127,11 @@ def validate_model_config(cfg: Any, image_size: int) -> None:
             f"model.critic_widths={critic} must be one or more positive integers, one per halving "
             f"of the {image_size}px image (so at most {int(math.log2(image_size & -image_size))})"
         )
+    fakes = cfg.get("critic_fakes", "reconstructions")
+    if fakes not in CRITIC_FAKES:
+        raise PipelineError(
+            f"model.critic_fakes={fakes!r} is unknown: choose one of {', '.join(CRITIC_FAKES)}"
+        )
     factor = 4 if arch == "seed" else 2 ** len(cfg.widths)
     if image_size % factor:
         raise PipelineError(
@@ -159,6 +167,7 @@ class VAE(keras.Model):
         perceptual_weight: float = 0.0,
         critic: keras.Model | None = None,
         adversarial_weight: float = 0.0,
+        critic_fakes: str = "reconstructions",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -173,6 +182,10 @@ class VAE(keras.Model):
         # reconstructions, pulls the decoder toward the texture that no pixel loss asks for
         self.critic = critic if adversarial_weight > 0 else None
         self.adversarial_weight = float(adversarial_weight)
+        # samples: the critic judges faces decoded from new codes instead of the reconstructions,
+        # so its pull lands where the sampler draws from (between the training faces' codes)
+        # and leaves the reconstructions to the likelihood and LPIPS
+        self.critic_on_samples = self.critic is not None and critic_fakes == "samples"
         # 0 until train.adversarial_start_epoch, then 1: the critic and its pull switch on together;
         # only with a critic, so a model without one keeps the variables, and the checkpoints, it
         # had before. `critic_active` is the same switch at trace time: while it is off the step
@@ -231,12 +244,30 @@ class VAE(keras.Model):
             if self.perceptual is None
             else (self.perceptual([ops.cast(x, "float32"), ops.cast(x_hat, "float32")]),)
         )
-        return x_hat, z_mean, z_log_var, *learned, *distance, *self.critic_logits(x, x_hat)
+        fakes = (
+            self.decoder(self.sample_codes(z_mean), training=training)
+            if self.critic_on_samples and self.critic_active
+            else x_hat
+        )
+        return x_hat, z_mean, z_log_var, *learned, *distance, *self.critic_logits(x, fakes)
+
+    def sample_codes(self, z_mean: Any) -> Any:
+        """As many new codes as the batch has, drawn from a Gaussian with the mean and covariance
+        of the batch's μ(x): z = m + W·(μ − m)/sqrt(n − 1), W's entries N(0, 1), has exactly
+        that covariance. It is how the ex-post mixture samples (from a Gaussian fitted to codes),
+        made per batch and without a fit. The codes are held constant, so the critic's pull on
+        the faces decoded from them trains the decoder only, never where the encoder puts faces."""
+        codes = ops.stop_gradient(ops.cast(z_mean, "float32"))
+        n = ops.shape(codes)[0]
+        mean = ops.mean(codes, axis=0, keepdims=True)
+        mixing = keras.random.normal((n, n), seed=self.noise)
+        scale = ops.sqrt(ops.maximum(ops.cast(n, "float32") - 1.0, 1.0))
+        return mean + ops.matmul(mixing, codes - mean) / scale
 
     def critic_logits(self, x: Any, x_hat: Any) -> tuple[Any, ...]:
-        """The critic's logits for the real faces, for the reconstructions with the decoder cut off
-        (they train the critic) and for the same reconstructions with it attached (they train the
-        decoder); () without a critic."""
+        """The critic's logits for the real faces, for the decoded faces (reconstructions or
+        samples, model.critic_fakes) with the decoder cut off (they train the critic) and for the
+        same faces with it attached (they train the decoder); () without a critic."""
         if not self.critic_active:
             return ()
         x, x_hat = ops.cast(x, "float32"), ops.cast(x_hat, "float32")
@@ -358,7 +389,8 @@ def adversarial_term(model_cfg: Any, image_size: int, float32_layers: list[str])
     critic = build_critic(
         list(model_cfg.get("critic_widths", CRITIC_WIDTHS)), image_size, float32_layers
     )
-    return {"critic": critic, "adversarial_weight": weight}
+    fakes = model_cfg.get("critic_fakes", "reconstructions")
+    return {"critic": critic, "adversarial_weight": weight, "critic_fakes": fakes}
 
 
 def compiled_vae(cfg: Any, image_size: int, steps_per_epoch: int = 1) -> VAE:
@@ -388,5 +420,10 @@ def compiled_vae(cfg: Any, image_size: int, steps_per_epoch: int = 1) -> VAE:
         steps_per_execution=cfg.train.steps_per_execution,
         jit_compile=cfg.train.jit_compile,
     )
-    vae(ops.zeros((1, image_size, image_size, 3)))  # build every variable
+    # build every variable. The critic, a functional model, is built already, so this call leaves
+    # it out: a critic on samples would draw codes here, and its run's noise would then differ
+    # from a run without one before the critic ever starts
+    active, vae.critic_active = vae.critic_active, False
+    vae(ops.zeros((1, image_size, image_size, 3)))
+    vae.critic_active = active
     return vae

@@ -39,6 +39,7 @@ class ModelSchema:
     perceptual_weights: str = "data/lpips/alexnet.npz"
     adversarial_weight: float = 0.0
     critic_widths: list[int] = field(default_factory=lambda: list(CRITIC_WIDTHS))
+    critic_fakes: str = "reconstructions"
 
 
 @dataclass

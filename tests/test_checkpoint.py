@@ -28,5 +28,13 @@ def test_a_setting_added_later_at_its_neutral_value_keeps_old_checkpoints_resuma
     assert fingerprint(neutral, "data-1") == before
     lpips = config(perceptual_weight=1000.0, perceptual_weights="data/lpips/alexnet.npz")
     assert fingerprint(lpips, "data-1") != before
+    # the critic's fakes: reconstructions is what every critic run before it trained on
+    critic = fingerprint(config(adversarial_weight=100.0), "data-1")
+    assert (
+        fingerprint(config(adversarial_weight=100.0, critic_fakes="reconstructions"), "data-1")
+        == critic
+    )
+    assert fingerprint(config(adversarial_weight=100.0, critic_fakes="samples"), "data-1") != critic
+    assert fingerprint(config(critic_fakes="reconstructions"), "data-1") == before
     other_file = config(perceptual_weight=1000.0, perceptual_weights="elsewhere.npz")
     assert fingerprint(other_file, "data-1") != fingerprint(lpips, "data-1")

@@ -67,3 +67,22 @@ def test_the_critic_costs_three_passes_of_its_convs_and_the_default_stays_within
     # the budget: at most twice the plain default's training FLOPs per image
     plain = training_flops(*build_conv(128, [32, 64, 128]))
     assert plain + perceptual_training_flops(64) + critic_training_flops(critic) <= 2 * plain
+
+
+def test_a_critic_on_samples_adds_one_decoder_pass_and_stays_within_twice_over_the_run() -> None:
+    from pipeline.flops import (
+        critic_training_flops,
+        perceptual_training_flops,
+        sample_decoding_flops,
+    )
+    from pipeline.networks import build_conv, build_critic
+
+    encoder, decoder = build_conv(128, [32, 64, 128])
+    assert sample_decoding_flops(decoder) == 3 * forward_flops(decoder)
+    plain = training_flops(encoder, decoder)
+    lpips = plain + perceptual_training_flops(64)
+    with_critic = lpips + critic_training_flops(build_critic([32, 64, 128], 64))
+    on_samples = with_critic + sample_decoding_flops(decoder)
+    assert on_samples > 2 * plain  # while the critic is on, more than twice ...
+    # ... but the critic is on for the last 20 of 50 epochs: within twice, per image of the run
+    assert (30 * lpips + 20 * on_samples) / 50 <= 2 * plain

@@ -163,9 +163,11 @@ for label, name, likelihood, size, weight in [
     ("conv", "conv", "gaussian", 16, 0.0),
     ("conv+lpips", "conv", "gaussian", 32, 10.0),  # the default's loss: LPIPS needs >= 31 px
     ("conv+critic", "conv", "gaussian", 16, 0.0),
+    ("conv+critic-samples", "conv", "gaussian", 16, 0.0),  # the critic judging decoded samples
 ]:
     cfg = OmegaConf.create({"name": name, "latent_dim": 4, "beta": 1.0, "widths": [8, 16], "likelihood": likelihood})
-    critic = {"critic": build_critic([8, 16], size), "adversarial_weight": 5.0} if "critic" in label else {}
+    fakes = "samples" if "samples" in label else "reconstructions"
+    critic = {"critic": build_critic([8, 16], size), "adversarial_weight": 5.0, "critic_fakes": fakes} if "critic" in label else {}
     vae = VAE(*build_model(cfg, size), likelihood=likelihood, sigma_floor=0.04, perceptual=lpips, perceptual_weight=weight, **critic)
     vae.compile(optimizer=keras.optimizers.Adam(1e-3))
     x = np.random.default_rng(0).random((8, size, size, 3)).astype("float32")
@@ -190,12 +192,18 @@ def test_model_and_loss_run_under_jax() -> None:
         [sys.executable, "-c", JAX_STEP],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,  # a guard against a hang: five compiled steps take minutes on a slow CPU
         env={**os.environ, **env},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [line.split() for line in proc.stdout.splitlines() if " loss " in line]
-    assert [line[0] for line in lines] == ["seed", "conv", "conv+lpips", "conv+critic"]
+    assert [line[0] for line in lines] == [
+        "seed",
+        "conv",
+        "conv+lpips",
+        "conv+critic",
+        "conv+critic-samples",
+    ]
     for line in lines:
         # a finite loss and a real gradient step
         assert np.isfinite(float(line[2])) and line[-1] == "True"
@@ -333,7 +341,7 @@ def test_a_perceptual_term_without_its_weights_file_stops_before_any_work(tmp_pa
         validate_model_config(cfg, 16)
 
 
-def critic_vae(weight: float) -> tuple[VAE, np.ndarray]:
+def critic_vae(weight: float, fakes: str = "reconstructions") -> tuple[VAE, np.ndarray]:
     keras.utils.set_random_seed(0)
     encoder, decoder = build_model(model_cfg(name="conv", latent_dim=4, widths=[8, 16]), 16)
     vae = VAE(
@@ -343,6 +351,7 @@ def critic_vae(weight: float) -> tuple[VAE, np.ndarray]:
         seed=0,
         critic=build_critic([8, 16], 16),
         adversarial_weight=weight,
+        critic_fakes=fakes,
     )
     return vae, np.random.default_rng(0).random((8, 16, 16, 3)).astype(np.float32)
 
@@ -405,8 +414,56 @@ def test_a_train_step_with_a_critic_moves_both_players_and_reports_their_terms()
             {"adversarial_weight": 1.0, "critic_widths": [8] * 7},
             "one per halving of the 64px image .so at most 6.",
         ),
+        (
+            {"adversarial_weight": 1.0, "critic_fakes": "prior"},
+            "model.critic_fakes='prior' is unknown: choose one of reconstructions, samples",
+        ),
     ],
 )
 def test_bad_critic_values_are_one_clear_error(kw: dict, message: str) -> None:
     with pytest.raises(PipelineError, match=message):
         validate_model_config(model_cfg(name="conv", widths=[8, 16, 32], **kw), 64)
+
+
+def test_sample_codes_have_the_batch_codes_mean_and_covariance_and_lie_in_their_span() -> None:
+    vae, _ = critic_vae(1.0, "samples")
+    rng = np.random.default_rng(1)
+    # 6 codes in 4 dimensions with unequal spreads and a correlation, as a trained encoder's are
+    codes = rng.standard_normal((6, 4)) @ np.diag([3.0, 1.0, 0.3, 0.1]) + [1.0, -2.0, 0.0, 5.0]
+    codes = codes.astype(np.float32)
+    draws = np.concatenate([np.asarray(vae.sample_codes(codes)) for _ in range(1000)])
+    assert draws.shape == (6000, 4)
+    # within 4 standard errors of the batch's mean, and its covariance to sampling error
+    error = 4 * codes.std(axis=0, ddof=1) / np.sqrt(len(draws))
+    assert np.all(np.abs(draws.mean(axis=0) - codes.mean(axis=0)) < error)
+    np.testing.assert_allclose(np.cov(draws.T), np.cov(codes.T), rtol=0.12, atol=0.02)
+    # every draw is the codes' mean plus a combination of the centred codes: nowhere else
+    centred = codes - codes.mean(axis=0)
+    coef, *_ = np.linalg.lstsq(centred.T, (draws[:50] - codes.mean(axis=0)).T, rcond=None)
+    np.testing.assert_allclose(centred.T @ coef, (draws[:50] - codes.mean(axis=0)).T, atol=1e-4)
+
+
+def test_a_critic_on_samples_pulls_the_decoder_never_the_encoder() -> None:
+    """model.critic_fakes=samples: the critic judges faces decoded from drawn codes, and its pull
+    trains the decoder only; the encoder's gradient is the VAE's own."""
+    import tensorflow as tf
+
+    vae, x = critic_vae(7.0, "samples")
+    encoder, decoder = vae.encoder.trainable_variables, vae.decoder.trainable_variables
+    with tf.GradientTape(persistent=True) as tape:
+        y_pred = vae(x, training=True)
+        loss = vae.compute_loss(x, y_pred=y_pred)
+        terms = vae.loss_terms(x, y_pred)
+        without = terms[0] + vae.beta * terms[1]
+    x_hat, *_, fake = y_pred
+    # the faces judged are not the reconstructions
+    assert not np.allclose(np.asarray(fake), np.asarray(vae.critic(x_hat)), atol=1e-3)
+    for got, want in zip(
+        tape.gradient(loss, encoder), tape.gradient(without, encoder), strict=True
+    ):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    pulled = zip(tape.gradient(loss, decoder), tape.gradient(without, decoder), strict=True)
+    assert any(np.abs(np.asarray(a) - np.asarray(b)).max() > 1e-4 for a, b in pulled)
+    vae.compile(optimizer=keras.optimizers.Adam(1e-3))
+    logs = vae.train_on_batch(x, return_dict=True)
+    assert np.isfinite(logs["critic"]) and 0.5 < logs["critic"] < 1.5

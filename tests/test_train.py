@@ -112,13 +112,13 @@ def test_a_critic_trains_nothing_before_its_start_epoch_and_changes_training_aft
     tiny_cfg, tiny_prepared: Path, tmp_path: Path
 ) -> None:
     plain = run_training(tiny_cfg("train.epochs=3"), tiny_prepared, tmp_path / "plain")
-    cfg = tiny_cfg(
+    cfg_overrides = (
         "train.epochs=3",
         "model.adversarial_weight=1000",
         "model.critic_widths=[8,16]",
         "train.adversarial_start_epoch=2",
     )
-    critic = run_training(cfg, tiny_prepared, tmp_path / "critic")
+    critic = run_training(tiny_cfg(*cfg_overrides), tiny_prepared, tmp_path / "critic")
     keys = ("reconstruction", "kl", "val_reconstruction")
     # epochs 1-2: the same updates as without a critic (its terms weigh 0 before the start)
     for a, b in zip(plain.history[:2], critic.history[:2], strict=True):
@@ -133,6 +133,18 @@ def test_a_critic_trains_nothing_before_its_start_epoch_and_changes_training_aft
     # from the start epoch on, the re-traced step runs it (a fresh critic's hinge loss is about 1)
     assert [row["critic"] for row in critic.history[:2]] == [0.0, 0.0]
     assert critic.history[2]["critic"] > 0.1 and critic.history[2]["val_critic"] > 0.1
+    # a critic on samples draws its codes only once it is on: its first epochs are the same
+    # updates too (so its run can start from any critic run's checkpoint at the start epoch)
+    samples = run_training(
+        tiny_cfg(*cfg_overrides, "model.critic_fakes=samples"), tiny_prepared, tmp_path / "s"
+    )
+    for a, b in zip(plain.history[:2], samples.history[:2], strict=True):
+        np.testing.assert_allclose([b[k] for k in keys], [a[k] for k in keys], rtol=1e-5)
+    for other in (plain, critic):
+        assert not np.allclose(
+            [samples.history[2][k] for k in keys], [other.history[2][k] for k in keys], rtol=1e-4
+        )
+    assert samples.history[2]["critic"] > 0.1
 
 
 def test_interrupted_run_resumes_into_the_same_mlflow_run(
