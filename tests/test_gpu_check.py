@@ -42,6 +42,27 @@ def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     )
 
 
+def train_under_jax(
+    data: Path, out: Path, epochs: int, batches: str, *overrides: str
+) -> subprocess.CompletedProcess:
+    """The GPU check's train step on the CPU under JAX, the default model made tiny."""
+    return run(
+        "train",
+        "--cpu",
+        "--data",
+        str(data),
+        "--epochs",
+        str(epochs),
+        "--batch-sizes",
+        batches,
+        "--out",
+        str(out),
+        *TINY,
+        *overrides,
+        env={"KERAS_BACKEND": "jax"},
+    )
+
+
 def test_pack_keeps_train_and_val_as_close_jpegs(tmp_path: Path) -> None:
     from pipeline.dataset import load_faces
 
@@ -88,20 +109,7 @@ def test_cpu_run_under_jax_trains_times_and_scores(tmp_path: Path) -> None:
     )
     assert packed.returncode == 0 and (tmp_path / "alexnet.npz").exists(), packed.stderr[-3000:]
     out = tmp_path / "out"
-    proc = run(
-        "train",
-        "--cpu",
-        "--data",
-        str(tmp_path / "faces.npz"),
-        "--epochs",
-        "2",
-        "--batch-sizes",
-        "8,32",
-        "--out",
-        str(out),
-        *TINY,
-        env={"KERAS_BACKEND": "jax"},
-    )
+    proc = train_under_jax(tmp_path / "faces.npz", out, 2, "8,32")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| jax: 1 x cpu | jax | 8 |" in proc.stdout
     for batch, rate in ((8, 5e-4 * (8 / 64) ** 0.5), (32, 5e-4 * (32 / 64) ** 0.5)):
@@ -149,24 +157,16 @@ def test_critic_and_kl_warmup_follow_the_schedule_under_jax(tmp_path: Path) -> N
     packed = run("pack", "--faces", str(prepared), "--out", str(tmp_path), "--no-wheels")
     assert packed.returncode == 0, packed.stderr[-3000:]
     out = tmp_path / "out"
-    proc = run(
-        "train",
-        "--cpu",
-        "--data",
-        str(tmp_path / "faces.npz"),
-        "--epochs",
-        "3",
-        "--batch-sizes",
+    proc = train_under_jax(
+        tmp_path / "faces.npz",
+        out,
+        3,
         "8",
-        "--out",
-        str(out),
-        *TINY,
         "model.perceptual_weight=0",
         "model.adversarial_weight=5",
         "model.critic_widths=[8,16]",
         "train.adversarial_start_epoch=1",
         "train.kl_warmup_epochs=3",
-        env={"KERAS_BACKEND": "jax"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     history = json.loads((out / "b8" / "timing.json").read_text())["history"]
