@@ -18,7 +18,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from pipeline import sampler
 from pipeline.errors import PipelineError
-from pipeline.model import LR_SCHEDULES, validate_model_config
+from pipeline.model import LR_SCHEDULES
+from pipeline.model_config import validate_model_config
 from pipeline.networks import CRITIC_WIDTHS, FLOAT32_LAYERS
 
 

@@ -11,10 +11,8 @@ from omegaconf import OmegaConf
 
 from pipeline.errors import PipelineError
 from pipeline.losses import critic_hinge, kl_divergence, reconstruction_nll
-from pipeline.model import (
-    VAE,
-    validate_model_config,
-)
+from pipeline.model import VAE
+from pipeline.model_config import validate_model_config
 from pipeline.networks import build_critic, build_model
 
 NO_LPIPS = "model.perceptual_weight=0"  # tests of training knobs run the network alone
