@@ -34,6 +34,7 @@ NEUTRAL = {
         "perceptual_weight": 0.0,
         "adversarial_weight": 0.0,
         "critic_fakes": "reconstructions",
+        "decoder_upsample": "transposed",
     },
     "train": {"adversarial_start_epoch": 0},
 }

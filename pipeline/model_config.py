@@ -8,7 +8,7 @@ from typing import Any
 
 from pipeline.errors import PipelineError
 from pipeline.losses import LIKELIHOODS
-from pipeline.networks import CRITIC_WIDTHS, MODELS, architecture
+from pipeline.networks import CRITIC_WIDTHS, MODELS, UPSAMPLINGS, architecture
 
 SIGMAS = ("learned", "optimal")  # how a gaussian likelihood gets its σ (model.sigma)
 # what the critic tells from the real faces (model.critic_fakes): the batch's reconstructions, or
@@ -53,6 +53,16 @@ def validate_model_config(cfg: Any, image_size: int) -> None:
         raise PipelineError(
             f"model.decoder_res_blocks={blocks!r} must be an integer >= 0 or one per decoder "
             f"upsampling ({stages} for model.widths={list(cfg.widths)}), smallest resolution first"
+        )
+    upsample = cfg.get("decoder_upsample", "transposed")
+    kinds = [upsample] if isinstance(upsample, str) else list(upsample)
+    if any(k not in UPSAMPLINGS for k in kinds) or (
+        not isinstance(upsample, str) and len(kinds) != stages
+    ):
+        raise PipelineError(
+            f"model.decoder_upsample={upsample!r} must be one of {', '.join(UPSAMPLINGS)}, or one "
+            f"per decoder upsampling ({stages} for model.widths={list(cfg.widths)}), smallest "
+            f"resolution first"
         )
     if arch == "conv" and (not cfg.widths or any(w <= 0 for w in cfg.widths)):
         raise PipelineError(

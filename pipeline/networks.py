@@ -10,6 +10,11 @@ import keras
 from keras import layers
 
 MODELS = ("seed", "conv")  # architectures (model.arch); model.name is the config's own name
+# how a decoder stage doubles the resolution (model.decoder_upsample): a strided 4x4 transposed
+# conv, or a nearest-neighbour resize followed by a 3x3 conv: every output pixel then sees the
+# same kind of neighbourhood, so the decoder has no built-in period-2 (checkerboard) pattern to
+# fall into (Odena et al., "Deconvolution and Checkerboard Artifacts", Distill 2016)
+UPSAMPLINGS = ("transposed", "resize")
 
 
 FLOAT32_LAYERS = ("latent", "output")
@@ -54,6 +59,16 @@ def build_seed(
 
 def _block(x: Any, width: int, conv: type, batch_norm: bool) -> Any:
     x = conv(width, 4, strides=2, padding="same", use_bias=not batch_norm)(x)
+    return _activate(x, batch_norm)
+
+
+def _resize_block(x: Any, width: int, batch_norm: bool) -> Any:
+    x = layers.UpSampling2D(2, interpolation="nearest")(x)
+    x = layers.Conv2D(width, 3, padding="same", use_bias=not batch_norm)(x)
+    return _activate(x, batch_norm)
+
+
+def _activate(x: Any, batch_norm: bool) -> Any:
     if batch_norm:
         x = layers.BatchNormalization()(x)
     return layers.Activation("silu")(x)
@@ -73,11 +88,13 @@ def build_conv(
     hidden: int = 0,
     float32_layers: tuple[str, ...] | list[str] = (),
     decoder_res_blocks: int | list[int] = 0,
+    decoder_upsample: str | list[str] = "transposed",
 ) -> tuple[keras.Model, keras.Model]:
     """Default model: strided 4x4 convs (SiLU) halving the image once per width, mirrored on the
     way up, with an optional dense hidden layer on each side of the latent and
     `decoder_res_blocks` residual 3x3 convs after the decoder's upsamplings (one count for all, or
-    one per upsampling, smallest resolution first).
+    one per upsampling, smallest resolution first). `decoder_upsample` picks each upsampling's
+    layer (UPSAMPLINGS; one for all, or one per upsampling, smallest resolution first).
 
     Far fewer parameters than `seed` (no 34 M-weight Dense) and more depth where the pixels are.
     """
@@ -103,8 +120,18 @@ def build_conv(
         if isinstance(decoder_res_blocks, int)
         else list(decoder_res_blocks)
     )
-    for width, blocks in zip(reversed(widths), blocks_per_stage, strict=True):
-        z = _block(z, width, layers.Conv2DTranspose, batch_norm)
+    upsamplings = (
+        [decoder_upsample] * len(widths)
+        if isinstance(decoder_upsample, str)
+        else list(decoder_upsample)
+    )
+    for width, blocks, upsampling in zip(
+        reversed(widths), blocks_per_stage, upsamplings, strict=True
+    ):
+        if upsampling == "resize":
+            z = _resize_block(z, width, batch_norm)
+        else:
+            z = _block(z, width, layers.Conv2DTranspose, batch_norm)
         for _ in range(blocks):
             z = _residual(z, width)
     outputs = layers.Conv2D(
@@ -151,6 +178,7 @@ def build_model(
         cfg.get("hidden", 0),
         float32_layers,
         cfg.get("decoder_res_blocks", 0),
+        cfg.get("decoder_upsample", "transposed"),
     )
 
 

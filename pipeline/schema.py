@@ -36,6 +36,7 @@ class ModelSchema:
     batch_norm: bool = False
     hidden: int = 0
     decoder_res_blocks: Any = 0  # an int, or a list of one per upsampling (checked in model.py)
+    decoder_upsample: Any = "transposed"  # a name, or a list of one per upsampling (likewise)
     perceptual_weight: float = 0.0
     perceptual_weights: str = "data/lpips/alexnet.npz"
     adversarial_weight: float = 0.0

@@ -36,5 +36,8 @@ def test_a_setting_added_later_at_its_neutral_value_keeps_old_checkpoints_resuma
     )
     assert fingerprint(config(adversarial_weight=100.0, critic_fakes="samples"), "data-1") != critic
     assert fingerprint(config(critic_fakes="reconstructions"), "data-1") == before
+    # transposed upsampling is what every decoder before model.decoder_upsample had
+    assert fingerprint(config(decoder_upsample="transposed"), "data-1") == before
+    assert fingerprint(config(decoder_upsample="resize"), "data-1") != before
     other_file = config(perceptual_weight=1000.0, perceptual_weights="elsewhere.npz")
     assert fingerprint(other_file, "data-1") != fingerprint(lpips, "data-1")

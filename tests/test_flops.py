@@ -41,6 +41,30 @@ def test_decoder_res_blocks_add_depth_where_asked_and_count_flops() -> None:
     assert training_flops(*seed) > 3 * 2 * 16384 * 2048
 
 
+def test_resize_upsampling_replaces_the_transposed_conv_where_asked_and_counts_flops() -> None:
+    widths = [8, 16, 32]
+    plain = build_model(model_cfg(name="conv", latent_dim=16, widths=widths))
+    resized = build_model(
+        model_cfg(
+            name="conv",
+            latent_dim=16,
+            widths=widths,
+            decoder_upsample=["transposed", "transposed", "resize"],
+        )
+    )
+    ups = [layer for layer in resized[1].layers if isinstance(layer, keras.layers.UpSampling2D)]
+    assert [layer.output.shape[1:] for layer in ups] == [(64, 64, 16)]  # only the last stage
+    transposed = [
+        layer for layer in resized[1].layers if isinstance(layer, keras.layers.Conv2DTranspose)
+    ]
+    assert [layer.output.shape[1:] for layer in transposed] == [(16, 16, 32), (32, 32, 16)]
+    assert resized[1](np.zeros((2, 16), np.float32)).shape == (2, 64, 64, 3)
+    # at 64 px, 16 → 8 channels: a 3x3 conv costs 2·64·64·9·16·8 per forward pass where the 4x4
+    # stride-2 transposed conv costs 2·32·32·16·16·8 (each input pixel's 16 taps), 3× in training
+    extra = 3 * 2 * (64 * 64 * 9 * 16 * 8 - 32 * 32 * 16 * 16 * 8)
+    assert training_flops(*resized) - training_flops(*plain) == extra
+
+
 def test_the_perceptual_term_costs_three_alexnet_passes() -> None:
     from pipeline.flops import perceptual_training_flops
 

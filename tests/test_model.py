@@ -34,6 +34,9 @@ def model_cfg(**kw: object):
     [
         ({"name": "conv", "decoder_res_blocks": [1, 1]}, "one per decoder upsampling"),
         ({"name": "conv", "decoder_res_blocks": -1}, "must be an integer >= 0"),
+        ({"name": "conv", "decoder_upsample": "bilinear"}, "decoder_upsample='bilinear' must be"),
+        ({"name": "conv", "decoder_upsample": ["resize"]}, "one per decoder upsampling"),
+        ({"name": "conv", "decoder_upsample": ["resize", "x", "resize"]}, "one of transposed"),
         ({"beta": float("nan")}, "finite number"),
         ({"beta": float("inf")}, "finite number"),
         ({"likelihood": "gaussian", "sigma": "magic"}, "model.sigma='magic' is unknown"),
