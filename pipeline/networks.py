@@ -74,6 +74,11 @@ def _activate(x: Any, batch_norm: bool) -> Any:
     return layers.Activation("silu")(x)
 
 
+def _per_stage(value: Any, stages: int) -> list[Any]:
+    """A decoder setting given once for all stages, or already one per stage, as a list."""
+    return [value] * stages if isinstance(value, int | str) else list(value)
+
+
 def _residual(x: Any, width: int) -> Any:
     """x + Conv3x3(SiLU-activated x): one more layer of detail at this resolution, and an identity
     path, so the added depth starts out as a no-op and cannot make the decoder worse to train."""
@@ -115,18 +120,11 @@ def build_conv(
         z = layers.Dense(hidden, activation="silu", dtype=latent_dtype)(z)
     z = layers.Dense(side * side * widths[-1], activation="silu", dtype=latent_dtype)(z)
     z = layers.Reshape((side, side, widths[-1]))(z)
-    blocks_per_stage = (
-        [decoder_res_blocks] * len(widths)
-        if isinstance(decoder_res_blocks, int)
-        else list(decoder_res_blocks)
-    )
-    upsamplings = (
-        [decoder_upsample] * len(widths)
-        if isinstance(decoder_upsample, str)
-        else list(decoder_upsample)
-    )
     for width, blocks, upsampling in zip(
-        reversed(widths), blocks_per_stage, upsamplings, strict=True
+        reversed(widths),
+        _per_stage(decoder_res_blocks, len(widths)),
+        _per_stage(decoder_upsample, len(widths)),
+        strict=True,
     ):
         if upsampling == "resize":
             z = _resize_block(z, width, batch_norm)

@@ -35,7 +35,7 @@ class ModelSchema:
     widths: list[int] = field(default_factory=lambda: [32, 64, 128])
     batch_norm: bool = False
     hidden: int = 0
-    decoder_res_blocks: Any = 0  # an int, or a list of one per upsampling (checked in model.py)
+    decoder_res_blocks: Any = 0  # an int, or one per upsampling (model_config.py checks)
     decoder_upsample: Any = "transposed"  # a name, or a list of one per upsampling (likewise)
     perceptual_weight: float = 0.0
     perceptual_weights: str = "data/lpips/alexnet.npz"
