@@ -95,6 +95,9 @@ ARMS["sigma-lpips-resize64-critic100"] = [
 ]
 # mirroring, the one lever that raised PSNR/SSIM at 50 epochs, under the critic that costs them
 ARMS["sigma-lpips-hflip-critic100"] = [*ARMS["sigma-lpips-critic100"], "train.hflip=true"]
+# an average of the weights (train.ema) saved as the model, under the critic: the average has to
+# start at the first step (Keras seeds it from the weights only then), so this arm runs from scratch
+ARMS["sigma-lpips-ema-critic100"] = [*ARMS["sigma-lpips-critic100"], "train.ema=0.999"]
 DEFAULT_ARMS = ["seed", "sigma", "sigma-lpips"]
 
 COLUMNS = [
