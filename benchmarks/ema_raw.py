@@ -9,7 +9,8 @@ weights, so a finished EMA run's last checkpoint still holds the raw weights bes
 This copies that checkpoint into a new models folder with the average set to the raw weights and
 a new MLflow run: `pipeline.train` with the run's own overrides then finds every epoch done,
 "writes the average" (now the raw weights) and saves the model and its sampler into a new MLflow
-run that carries the EMA run's params. Both models come from the same updates, so what differs between them is only the average.
+run that carries the EMA run's params. Both models come from the same updates, so what differs
+between them is only the average.
 """
 
 from __future__ import annotations
@@ -18,12 +19,16 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def raw_run(cfg, source_run_id: str | None) -> str:
+def raw_run(cfg: DictConfig, source_run_id: str | None) -> str:
     """A new MLflow run, not yet finished (so `pipeline.train` resumes into it, logs the epochs and
     saves the model there), with the source run's params and tags."""
     import mlflow
@@ -33,7 +38,13 @@ def raw_run(cfg, source_run_id: str | None) -> str:
 
     experiment_id = tracking.setup(cfg.tracking)
     client = mlflow.MlflowClient()
-    source = client.get_run(source_run_id) if source_run_id else None
+    try:
+        source = client.get_run(source_run_id) if source_run_id else None
+    except mlflow.exceptions.MlflowException:
+        raise SystemExit(
+            f"the EMA run {source_run_id} is not in {cfg.tracking.tracking_uri}: pass the"
+            " tracking.* overrides the run was trained with"
+        ) from None
     tags = dict(source.data.tags) if source else {}
     name = f"{tags.get('mlflow.runName', 'ema')}-raw-weights"
     tags = {k: v for k, v in tags.items() if not k.startswith("mlflow.")}
@@ -53,7 +64,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.out.exists():
         raise SystemExit(f"{args.out} exists: name a new folder")
-    [ckpt_dir] = [d for d in (args.source / "checkpoints").iterdir() if d.is_dir()]
+    found = [d for d in (args.source / "checkpoints").glob("*") if d.is_dir()]
+    if len(found) != 1:
+        raise SystemExit(
+            f"{args.source}/checkpoints holds {len(found)} checkpoints, not one: name the folder"
+            " of the one EMA run (its own paths.models)"
+        )
+    [ckpt_dir] = found
 
     import pipeline  # noqa: F401  (TensorFlow's settings before Keras loads)
     from pipeline.checkpoint import Checkpoint

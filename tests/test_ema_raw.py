@@ -69,3 +69,17 @@ def test_the_copy_saves_the_last_raw_weights_not_their_average(
 
     with pytest.raises(SystemExit, match="exists"):
         ema_raw(monkeypatch, str(source.models_dir), str(out), *TINY_MODEL, *tracking, *overrides)
+    # a store that does not hold the EMA run: one line naming the fix, and nothing written
+    elsewhere = [f"tracking.tracking_uri=sqlite:///{tmp_path}/other.db"]
+    with pytest.raises(SystemExit, match=r"is not in .*tracking"):
+        ema_raw(
+            monkeypatch,
+            str(source.models_dir),
+            str(tmp_path / "x"),
+            *TINY_MODEL,
+            *elsewhere,
+            *overrides,
+        )
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(SystemExit, match="holds 0 checkpoints"):
+        ema_raw(monkeypatch, str(tmp_path), str(tmp_path / "y"), *TINY_MODEL, *tracking, *overrides)
