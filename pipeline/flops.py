@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 from keras import layers
 
@@ -51,3 +53,32 @@ def perceptual_training_flops(image_size: int) -> int:
     from pipeline.perceptual import trunk
 
     return 3 * forward_flops(trunk(image_size))
+
+
+def run_flops(cfg: Any, image_size: int) -> dict[str, float]:
+    """Training GFLOP per image of one run of a composed config (model.*, train.*): per step
+    before and while the critic trains, and summed over the run's `train.epochs`, so a longer
+    schedule or an earlier critic counts what it costs."""
+    from pipeline.networks import build_critic, build_model
+
+    encoder, decoder = build_model(cfg.model, image_size)
+    step = training_flops(encoder, decoder)
+    if cfg.model.get("perceptual_weight", 0) > 0:
+        step += perceptual_training_flops(image_size)
+    epochs = int(cfg.train.epochs)
+    critic_step, critic_epochs = step, 0
+    if cfg.model.get("adversarial_weight", 0) > 0:
+        critic_step += critic_training_flops(
+            build_critic(list(cfg.model.critic_widths), image_size)
+        )
+        if cfg.model.get("critic_fakes", "reconstructions") == "samples":
+            critic_step += sample_decoding_flops(decoder)
+        critic_epochs = max(0, epochs - int(cfg.train.get("adversarial_start_epoch", 0)))
+    run = (epochs - critic_epochs) * step + critic_epochs * critic_step
+    return {
+        "epochs": epochs,
+        "critic_epochs": critic_epochs,
+        "step_gflop": step / 1e9,
+        "critic_step_gflop": critic_step / 1e9,
+        "run_gflop": run / 1e9,
+    }

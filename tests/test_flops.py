@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
 import keras
 import numpy as np
+import pytest
 
 from pipeline.flops import forward_flops, training_flops
 from pipeline.networks import build_model
 from tests.test_model import model_cfg
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_dense_and_conv_flops_follow_the_formula() -> None:
@@ -110,3 +118,90 @@ def test_a_critic_on_samples_adds_one_decoder_pass_and_stays_within_twice_over_t
     assert on_samples > 2 * plain  # while the critic is on, more than twice ...
     # ... but the critic is on for the last 20 of 50 epochs: within twice, per image of the run
     assert (30 * lpips + 20 * on_samples) / 50 <= 2 * plain
+
+
+def run_cfg(*overrides: str):
+    from pipeline.config import compose_config
+
+    return compose_config(list(overrides))
+
+
+def test_a_run_counts_each_epoch_at_its_phase_cost() -> None:
+    from pipeline.flops import (
+        critic_training_flops,
+        perceptual_training_flops,
+        run_flops,
+    )
+    from pipeline.networks import build_conv, build_critic
+
+    lpips = training_flops(*build_conv(128, [32, 64, 128])) + perceptual_training_flops(64)
+    critic = critic_training_flops(build_critic([32, 64, 128], 64))
+
+    default = run_flops(run_cfg(), 64)  # the default: LPIPS, no critic, 50 epochs
+    assert (default["epochs"], default["critic_epochs"]) == (50, 0)
+    assert default["critic_step_gflop"] == default["step_gflop"] == lpips / 1e9
+    assert default["run_gflop"] == 50 * lpips / 1e9
+
+    late = run_flops(
+        run_cfg("model.adversarial_weight=100", "train.adversarial_start_epoch=30"), 64
+    )
+    assert late["critic_epochs"] == 20
+    assert late["critic_step_gflop"] == (lpips + critic) / 1e9
+    assert late["run_gflop"] == pytest.approx((30 * lpips + 20 * (lpips + critic)) / 1e9)
+
+    # a longer schedule pays for every epoch; a critic that starts after the last never trains
+    longer = run_flops(
+        run_cfg(
+            "train.epochs=65", "model.adversarial_weight=100", "train.adversarial_start_epoch=45"
+        ),
+        64,
+    )
+    assert longer["run_gflop"] == pytest.approx((45 * lpips + 20 * (lpips + critic)) / 1e9)
+    never = run_flops(
+        run_cfg("model.adversarial_weight=100", "train.adversarial_start_epoch=60"), 64
+    )
+    assert never["critic_epochs"] == 0 and never["run_gflop"] == default["run_gflop"]
+
+
+def flop_budget(monkeypatch: pytest.MonkeyPatch, *argv: str) -> None:
+    spec = importlib.util.spec_from_file_location(
+        "flop_budget", ROOT / "benchmarks" / "flop_budget.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(sys, "argv", ["flop_budget.py", *argv])
+    module.main()
+
+
+def test_flop_budget_judges_the_whole_run_against_twice_the_plain_default(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    critic = ["model.adversarial_weight=100"]
+    out = tmp_path / "budget.json"
+    flop_budget(monkeypatch, *critic, "train.adversarial_start_epoch=30", "--json", str(out))
+    figures = json.loads(out.read_text())
+    assert figures["baseline_run_gflop"] == pytest.approx(50 * figures["baseline_step_gflop"])
+    assert figures["ratio"] == pytest.approx(figures["run_gflop"] / figures["baseline_run_gflop"])
+    assert 1 < figures["ratio"] <= 2 and figures["within_budget"]
+    assert "within issue 20's 2×" in capsys.readouterr().out
+
+    # 20 more epochs at the same cost per step cross the budget
+    flop_budget(monkeypatch, *critic, "train.epochs=70", "train.adversarial_start_epoch=50")
+    assert "OVER issue 20's 2×" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("train.epoch=65", "train.epoch"),
+        ("model.decoder_res_blocks=-1", "model.decoder_res_blocks"),
+    ],
+)
+def test_flop_budget_names_a_bad_override_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, override: str, named: str
+) -> None:
+    out = tmp_path / "budget.json"
+    with pytest.raises(SystemExit) as stop:
+        flop_budget(monkeypatch, override, "--json", str(out))
+    assert str(stop.value).startswith("flop_budget:") and named in str(stop.value)
+    assert not out.exists()
