@@ -176,7 +176,8 @@ def flop_budget(monkeypatch: pytest.MonkeyPatch, *argv: str) -> None:
 def test_flop_budget_judges_the_whole_run_against_twice_the_plain_default(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    critic = ["model.adversarial_weight=100"]
+    # counting needs no LPIPS weights file (a clean clone has none)
+    critic = ["model.adversarial_weight=100", f"model.perceptual_weights={tmp_path / 'none.npz'}"]
     out = tmp_path / "budget.json"
     flop_budget(monkeypatch, *critic, "train.adversarial_start_epoch=30", "--json", str(out))
     figures = json.loads(out.read_text())

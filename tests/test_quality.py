@@ -43,3 +43,12 @@ def test_every_arm_composes_into_a_valid_and_distinct_training_config(tmp_path: 
         )
         assert what not in trained, f"arms {trained.get(what)} and {arm} train the same config"
         trained[what] = arm
+
+
+def test_every_arm_fits_issue_20s_compute_budget_over_its_whole_run() -> None:
+    spec = importlib.util.spec_from_file_location("flop_budget", SCRIPT.parent / "flop_budget.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    over = {arm: round(module.budget(o)["ratio"], 3) for arm, o in load_arms().items()}
+    over = {arm: ratio for arm, ratio in over.items() if ratio > module.BUDGET}
+    assert not over, f"arms over {module.BUDGET}x the plain σ-VAE's 50 epochs: {over}"
