@@ -106,6 +106,8 @@ ARMS["sigma-lpips-critic100-e65"] = [
     "train.epochs=65",
     "train.adversarial_start_epoch=45",
 ]
+# the same with mirroring, the regulariser that narrowed the overfit the longer schedule ran into
+ARMS["sigma-lpips-hflip-critic100-e65"] = [*ARMS["sigma-lpips-critic100-e65"], "train.hflip=true"]
 DEFAULT_ARMS = ["seed", "sigma", "sigma-lpips"]
 
 COLUMNS = [
