@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from omegaconf import DictConfig
@@ -159,3 +161,12 @@ def run_stage(module: str, args: list[str], cwd: Path) -> subprocess.CompletedPr
     return subprocess.run(
         [sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=600, cwd=cwd
     )
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """benchmarks/<name>.py as a module: the benchmarks are scripts, not a package."""
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

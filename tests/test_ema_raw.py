@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -12,15 +11,11 @@ import numpy as np
 import pytest
 
 from pipeline.artifacts import load_network
-from tests.conftest import TINY_MODEL, run_training
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import TINY_MODEL, load_benchmark, run_training
 
 
 def ema_raw(monkeypatch: pytest.MonkeyPatch, *argv: str) -> None:
-    spec = importlib.util.spec_from_file_location("ema_raw", ROOT / "benchmarks" / "ema_raw.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("ema_raw")
     monkeypatch.setattr(sys, "argv", ["ema_raw.py", *argv])
     module.main()
 

@@ -3,20 +3,14 @@ training config, or it measures the defaults twice under another name."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 from omegaconf import OmegaConf
 
 from pipeline.config import compose_config
-
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "fast_path.py"
+from tests.conftest import load_benchmark
 
 
 def test_every_arm_differs_from_the_defaults_and_from_each_other() -> None:
-    spec = importlib.util.spec_from_file_location("fast_path", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("fast_path")
     composed = {
         arm: OmegaConf.to_container(compose_config(overrides).train, resolve=True)
         for arm, overrides in module.ARMS.items()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -13,9 +12,8 @@ import pytest
 
 from pipeline.flops import forward_flops, training_flops
 from pipeline.networks import build_model
+from tests.conftest import load_benchmark
 from tests.test_model import model_cfg
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_dense_and_conv_flops_follow_the_formula() -> None:
@@ -164,11 +162,7 @@ def test_a_run_counts_each_epoch_at_its_phase_cost() -> None:
 
 
 def flop_budget(monkeypatch: pytest.MonkeyPatch, *argv: str) -> None:
-    spec = importlib.util.spec_from_file_location(
-        "flop_budget", ROOT / "benchmarks" / "flop_budget.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("flop_budget")
     monkeypatch.setattr(sys, "argv", ["flop_budget.py", *argv])
     module.main()
 

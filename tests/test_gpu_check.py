@@ -6,7 +6,6 @@ with the project's evaluation here."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import load_benchmark
 from tests.lfw_fixtures import write_tiny_prepared
 from tests.lpips_fixtures import random_sdist
 
@@ -25,10 +25,7 @@ TINY = ["model.widths=[8,16]", "model.latent_dim=4"]  # the default model, made 
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("gpu_check")
 
 
 def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -4,21 +4,17 @@ and no two arms may train the same configuration under different names."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from pipeline.config import compose_config
-
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "quality.py"
+from tests.conftest import load_benchmark
 
 
 def load_arms() -> dict[str, list[str]]:
-    spec = importlib.util.spec_from_file_location("quality", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("quality")
     assert set(module.DEFAULT_ARMS) <= set(module.ARMS)
     return module.ARMS
 
@@ -46,9 +42,7 @@ def test_every_arm_composes_into_a_valid_and_distinct_training_config(tmp_path: 
 
 
 def test_every_arm_fits_issue_20s_compute_budget_over_its_whole_run() -> None:
-    spec = importlib.util.spec_from_file_location("flop_budget", SCRIPT.parent / "flop_budget.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("flop_budget")
     over = {arm: round(module.budget(o)["ratio"], 3) for arm, o in load_arms().items()}
     over = {arm: ratio for arm, ratio in over.items() if ratio > module.BUDGET}
     assert not over, f"arms over {module.BUDGET}x the plain σ-VAE's 50 epochs: {over}"
