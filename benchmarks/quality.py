@@ -93,6 +93,13 @@ ARMS["sigma-lpips-resize64-critic100"] = [
     *ARMS["sigma-lpips-critic100"],
     "model.decoder_upsample=[transposed,transposed,resize]",
 ]
+# the same critic over the last 30 of 50 epochs instead of 20: the critic is the one lever that
+# paid at 50 epochs, and a longer adversarial phase is the next step along it (1.67x the budget)
+ARMS["sigma-lpips-critic100-from20"] = [
+    *ARMS["sigma-lpips"],
+    "model.adversarial_weight=100",
+    "train.adversarial_start_epoch=20",
+]
 # mirroring, the one lever that raised PSNR/SSIM at 50 epochs, under the critic that costs them
 ARMS["sigma-lpips-hflip-critic100"] = [*ARMS["sigma-lpips-critic100"], "train.hflip=true"]
 # an average of the weights (train.ema) saved as the model, under the critic: the average has to
