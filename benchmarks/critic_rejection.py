@@ -30,7 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sampler_bound import nearest  # noqa: E402  (benchmarks/, this script's own folder)
+from sampler_bound import markdown_table, nearest  # noqa: E402  (benchmarks/, this script's own folder)
 
 
 def keep_best(scores: np.ndarray, n: int, fraction: float) -> np.ndarray:
@@ -105,14 +105,10 @@ def main() -> None:
         }
         print(f"keep {fraction}: {rows[fraction]}", flush=True)
     (args.models / "critic_rejection.json").write_text(json.dumps(rows, indent=2) + "\n")
-    print(
-        "\n| kept | val FID | val KID | mean logit | nearest train code |\n| --- | --- | --- | --- | --- |"
-    )
-    for fraction, row in rows.items():
-        print(
-            f"| {fraction:g} | {row['val_fid']:.1f} | {row['val_kid']:.4f} "
-            f"| {row['mean_logit']:.2f} | {row['nn_sample_train']:.2f} |"
-        )
+    header = ["kept", "val FID", "val KID", "mean logit", "nearest train code"]
+    fields = {"val_fid": ".1f", "val_kid": ".4f", "mean_logit": ".2f", "nn_sample_train": ".2f"}
+    cells = [[f"{f:g}", *(format(r[k], s) for k, s in fields.items())] for f, r in rows.items()]
+    print("\n" + markdown_table(header, cells))
 
 
 if __name__ == "__main__":

@@ -87,6 +87,12 @@ def diffusion_codes(
     return x
 
 
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table, as the README's tables are written."""
+    lines = [header, ["---"] * len(header), *rows]
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
+
+
 def nearest(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Each row of a's Euclidean distance to its nearest row of b."""
     d2 = (a**2).sum(1)[:, None] - 2 * a @ b.T + (b**2).sum(1)[None]
@@ -155,9 +161,8 @@ def main() -> None:
             fit_and_sample_s=seconds,
         )
     (args.models / "sampler_bound.json").write_text(json.dumps(rows, indent=2) + "\n")
-    print("\n| codes decoded | FID | KID |\n| --- | --- | --- |")
-    for name, row in rows.items():
-        print(f"| {name} | {row['fid']:.1f} | {row['kid']:.3f} |")
+    cells = [[name, f"{row['fid']:.1f}", f"{row['kid']:.3f}"] for name, row in rows.items()]
+    print("\n" + markdown_table(["codes decoded", "FID", "KID"], cells))
 
 
 if __name__ == "__main__":

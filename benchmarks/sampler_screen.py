@@ -27,7 +27,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sampler_bound import nearest  # noqa: E402  (benchmarks/, this script's own folder)
+from sampler_bound import markdown_table, nearest  # noqa: E402  (benchmarks/, this script's own folder)
 
 
 def main() -> None:
@@ -72,15 +72,11 @@ def main() -> None:
         }
         print(f"{k} components: {rows[k]}", flush=True)
     (args.models / "sampler_screen.json").write_text(json.dumps(rows, indent=2) + "\n")
-    print(
-        "\n| components | val FID | val KID | val log-lik. | nearest train code (val codes: "
-        f"{nn_val:.2f}) |\n| --- | --- | --- | --- | --- |"
-    )
-    for k, row in rows.items():
-        print(
-            f"| {k} | {row['val_fid']:.1f} | {row['val_kid']:.4f} | {row['val_loglik']:.1f} "
-            f"| {row['nn_sample_train']:.2f} |"
-        )
+    header = ["components", "val FID", "val KID", "val log-lik."]
+    header.append(f"nearest train code (val codes: {nn_val:.2f})")
+    fields = {"val_fid": ".1f", "val_kid": ".4f", "val_loglik": ".1f", "nn_sample_train": ".2f"}
+    cells = [[str(k), *(format(r[f], s) for f, s in fields.items())] for k, r in rows.items()]
+    print("\n" + markdown_table(header, cells))
 
 
 if __name__ == "__main__":
