@@ -36,7 +36,7 @@ NEUTRAL = {
         "critic_fakes": "reconstructions",
         "decoder_upsample": "transposed",
     },
-    "train": {"adversarial_start_epoch": 0},
+    "train": {"adversarial_start_epoch": 0, "weight_decay": 0.0},
 }
 # ... and settings that only matter beside another one (the LPIPS weights file with no LPIPS term)
 ONLY_WITH = {

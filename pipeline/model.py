@@ -300,7 +300,13 @@ def compiled_vae(cfg: Any, image_size: int, steps_per_epoch: int = 1) -> VAE:
     # into the weights when fit() ends, which is what gets saved
     ema = float(cfg.train.get("ema", 0.0))
     averaging = {"use_ema": True, "ema_momentum": ema} if ema > 0 else {}
-    optimizer = adam(learning_rate(cfg.train, steps_per_epoch), **averaging)
+    # decoupled weight decay (Loshchilov & Hutter's AdamW; Keras applies it before each update):
+    # every weight shrinks by lr·weight_decay per step, the pull a regulariser adds without
+    # changing the data as mirroring does
+    decay = float(cfg.train.get("weight_decay", 0.0))
+    optimizer = adam(
+        learning_rate(cfg.train, steps_per_epoch), weight_decay=decay or None, **averaging
+    )
     vae.compile(
         optimizer=optimizer,
         steps_per_execution=cfg.train.steps_per_execution,
@@ -312,4 +318,9 @@ def compiled_vae(cfg: Any, image_size: int, steps_per_epoch: int = 1) -> VAE:
     active, vae.critic_active = vae.critic_active, False
     vae(ops.zeros((1, image_size, image_size, 3)))
     vae.critic_active = active
+    if decay:  # only the encoder's and decoder's kernels: not biases, σ or the critic
+        kernels = {id(w) for net in (encoder, decoder) for w in net.trainable_weights}
+        kernels &= {id(w) for w in vae.trainable_weights if w.name == "kernel"}
+        kept = [w for w in vae.trainable_weights if id(w) not in kernels]
+        optimizer.exclude_from_weight_decay(var_list=kept)
     return vae

@@ -51,6 +51,7 @@ class TrainSchema:
     learning_rate: float = 1e-3
     lr_schedule: str = "constant"
     ema: float = 0.0
+    weight_decay: float = 0.0
     kl_warmup_epochs: int = 0
     adversarial_start_epoch: int = 0
     hflip: bool = False
@@ -100,6 +101,12 @@ def validate_train_config(cfg: DictConfig, image_size: int) -> DictConfig:
             " or ".join(LR_SCHEDULES),
         ),
         (0 <= t.ema < 1, "train.ema", t.ema, "a number in [0, 1) (0 = off)"),
+        (
+            math.isfinite(t.weight_decay) and t.weight_decay >= 0,
+            "train.weight_decay",
+            t.weight_decay,
+            "a finite number >= 0 (0 = off)",
+        ),
         (t.kl_warmup_epochs >= 0, "train.kl_warmup_epochs", t.kl_warmup_epochs, "an integer >= 0"),
         (
             t.adversarial_start_epoch >= 0,

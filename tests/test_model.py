@@ -247,6 +247,46 @@ def test_ema_outside_zero_one_is_one_clear_error(value: float) -> None:
         validate_train_config(compose_config([f"train.ema={value}", NO_LPIPS]), 64)
 
 
+def test_weight_decay_shrinks_only_the_encoders_and_decoders_kernels() -> None:
+    """train.weight_decay: decoupled (AdamW), so one step moves each decayed kernel by exactly
+    -lr·decay·w beyond the same step without decay; biases, σ and the critic are not decayed."""
+    from pipeline.config import compose_config
+    from pipeline.model import compiled_vae
+    from pipeline.schema import validate_train_config
+
+    def vae_with(decay: float):
+        tiny = ["model.widths=[8,16]", "model.latent_dim=4", NO_LPIPS, "train.lr_schedule=constant"]
+        critic = ["model.adversarial_weight=1", "model.critic_widths=[8]"]
+        overrides = [*tiny, *critic, "train.steps_per_execution=1", f"train.weight_decay={decay}"]
+        return compiled_vae(validate_train_config(compose_config(overrides), 16), 16)
+
+    plain, decayed = vae_with(0.0), vae_with(100.0)
+    decayed.set_weights(plain.get_weights())
+    start = [np.array(w) for w in plain.trainable_weights]
+    x = np.random.default_rng(0).random((8, 16, 16, 3)).astype(np.float32)
+    plain.train_on_batch(x)
+    decayed.train_on_batch(x)
+    nets = {id(w) for net in (decayed.encoder, decayed.decoder) for w in net.trainable_weights}
+    shrunk = 0
+    for w0, a, b in zip(start, plain.trainable_weights, decayed.trainable_weights, strict=True):
+        step = 5e-4 * 100.0 * w0 if id(b) in nets and b.name == "kernel" else 0.0
+        np.testing.assert_allclose(np.array(b), np.array(a) - step, rtol=1e-4, atol=1e-6)
+        shrunk += bool(np.any(step))
+    # the encoder's two convs, z_mean and z_log_var; the decoder's Dense, two transposed convs
+    # and its output conv
+    assert shrunk == 8
+    assert decayed.critic is not None and plain.optimizer.weight_decay is None
+
+
+@pytest.mark.parametrize("value", [-0.1, float("nan")])
+def test_bad_weight_decay_is_one_clear_error(value: float) -> None:
+    from pipeline.config import compose_config
+    from pipeline.schema import validate_train_config
+
+    with pytest.raises(PipelineError, match=r"train.weight_decay=.* must be a finite number >= 0"):
+        validate_train_config(compose_config([f"train.weight_decay={value}", NO_LPIPS]), 64)
+
+
 def test_cosine_schedule_anneals_to_zero_over_the_run() -> None:
     from pipeline.model import learning_rate
 
