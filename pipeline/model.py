@@ -301,7 +301,7 @@ def compiled_vae(cfg: Any, image_size: int, steps_per_epoch: int = 1) -> VAE:
     ema = float(cfg.train.get("ema", 0.0))
     averaging = {"use_ema": True, "ema_momentum": ema} if ema > 0 else {}
     # decoupled weight decay (Loshchilov & Hutter's AdamW; Keras applies it before each update):
-    # every weight shrinks by lr·weight_decay per step, the pull a regulariser adds without
+    # each decayed kernel shrinks by lr·weight_decay per step, the pull a regulariser adds without
     # changing the data as mirroring does
     decay = float(cfg.train.get("weight_decay", 0.0))
     optimizer = adam(
